@@ -1,0 +1,24 @@
+"""gradcomp: SymPy functions compiled into Numba kernels for their value and derivatives.
+
+Importing gradcomp imports neither SymPy nor Numba; compiling imports SymPy,
+calling a kernel imports Numba.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import CacheError, CompileError  # noqa: E402
+
+__all__ = ["compile", "kernel", "load", "Kernel", "CompileError", "CacheError", "__version__"]
+
+
+def __getattr__(name):
+    if name in ("compile", "kernel"):
+        from . import compiler
+        return getattr(compiler, name)
+    if name == "load":
+        from .cache import load
+        return load
+    if name == "Kernel":
+        from .runtime import Kernel
+        return Kernel
+    raise AttributeError(f"module 'gradcomp' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Optional bridges to PyTorch and JAX; each imports its framework only when used."""

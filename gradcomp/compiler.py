@@ -1,0 +1,148 @@
+"""The pipeline: spec -> derive -> codegen -> cache -> runtime.
+
+``compile`` checks the cache first: a hit needs neither differentiation nor
+printing nor Numba compilation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import platform
+import time
+from collections.abc import Callable, Sequence
+
+import sympy as sp
+
+from . import __version__
+from .cache import open_cache
+from .codegen import generate
+from .derive import derive
+from .runtime import Kernel, source_key
+from .spec import Signature, make_signature
+
+log = logging.getLogger("gradcomp")
+
+
+def compile(outputs, args: Sequence, *, wrt: Sequence[int] | None = None, name: str | None = None,
+            cache=None, dtype: str = "float64", _arg_names=None) -> Kernel:
+    """Compile SymPy ``outputs`` of ``args`` into Numba kernels (forward, VJP, JVP, Jacobian, Hessian).
+
+    ``args`` follows ``sympy.lambdify``: each item is one argument — a Symbol
+    (scalar), a nested list / Matrix / NDimArray of Symbols, or a MatrixSymbol.
+    ``wrt`` lists the argument indices to differentiate (default: all); the
+    others are parameters. ``cache``: None (default directory), False (nothing
+    on disk) or a directory. ``dtype``: "float64" or "float32".
+    Raises ``gradcomp.CompileError`` naming what cannot be compiled.
+    """
+    started = time.perf_counter()
+    signature = make_signature(outputs, args, wrt, name, dtype, _arg_names)
+    store = open_cache(cache)
+    key = kernel_key(signature)
+    if store is not None:
+        kernel = store.lookup(key)
+        if kernel is not None:
+            log.info("cache hit %s (%s) in %.3f s", key[:12], name or "unnamed", time.perf_counter() - started)
+            return kernel
+    derived_at = time.perf_counter()
+    derivation = derive(signature)
+    printed_at = time.perf_counter()
+    module = generate(derivation, key)
+    done_at = time.perf_counter()
+    log.info("compiled %s: signature+key %.3f s, derive %.3f s, codegen %.3f s",
+             name or key[:12], derived_at - started, printed_at - derived_at, done_at - printed_at)
+    if store is not None:
+        try:
+            return store.store(module.source, source_key(module.source), module.meta)
+        except OSError as exc:
+            log.warning("cache %s is not writable (%s); this kernel is compiled in memory only.", store.root, exc)
+    return Kernel(module.meta, module.source)
+
+
+def kernel(fn: Callable | None = None, *, wrt=None, name=None, cache=None, dtype="float64", **shapes):
+    """Decorator form of ``compile``: ``@gc.kernel(x=3, W=(2, 3), wrt=("x",))``.
+
+    The function is called once with SymPy symbols of the given shapes
+    (``n`` -> a length-n vector, a tuple -> that shape, ``()`` -> a scalar)
+    and returns the outputs.
+    """
+    def build(function: Callable) -> Kernel:
+        parameters = list(inspect.signature(function).parameters)
+        if set(parameters) != set(shapes):
+            raise TypeError(
+                f"@gc.kernel gives shapes for {sorted(shapes)} but {function.__name__}() takes "
+                f"{parameters}; give one shape per parameter.")
+        values, args = {}, []
+        for parameter in parameters:
+            value, arg = _symbolic_argument(parameter, shapes[parameter])
+            values[parameter] = value
+            args.append(arg)
+        return compile(function(**values), args, wrt=wrt, name=name, cache=cache, dtype=dtype,
+                       _arg_names=parameters)
+    return build(fn) if fn is not None else build
+
+
+def _symbolic_argument(parameter: str, shape):
+    """(what the function receives, what compile receives) for one decorator parameter."""
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n > 0 for n in shape):
+        raise TypeError(f"shape of {parameter!r} must be an int or a tuple of positive ints, got {shape!r}.")
+    if shape == ():
+        symbol = sp.Symbol(parameter)
+        return symbol, symbol
+    names = [f"{parameter}{'_'.join(map(str, index))}" if len(shape) > 1 else f"{parameter}{index[0]}"
+             for index in _indices(shape)]
+    flat = [sp.Symbol(n) for n in names]
+    if len(shape) == 1:
+        return sp.Matrix(flat), flat
+    if len(shape) == 2:
+        matrix = sp.Matrix(shape[0], shape[1], flat)
+        return matrix, matrix
+    array = sp.ImmutableDenseNDimArray(flat, shape)
+    return array, array
+
+
+def _indices(shape):
+    if not shape:
+        yield ()
+        return
+    for first in range(shape[0]):
+        for rest in _indices(shape[1:]):
+            yield (first,) + rest
+
+
+def kernel_key(signature: Signature) -> str:
+    """Hash of what was compiled (its expression DAG, arguments, options) and every version involved."""
+    import llvmlite
+    import numba
+    import numpy
+    digest = hashlib.sha256()
+    for part in (__version__, sp.__version__, numba.__version__, llvmlite.__version__, numpy.__version__,
+                 platform.python_version(), platform.machine(), signature.name, signature.dtype,
+                 signature.wrt, signature.out_shape):
+        digest.update(repr(part).encode() + b"\0")
+    for argument in signature.arguments:
+        digest.update(f"{argument.name}{argument.shape}{[sp.srepr(leaf) for leaf in argument.leaves]}".encode())
+    for line in _dag_lines(signature.outputs):
+        digest.update(line.encode() + b"\n")
+    return digest.hexdigest()[:40]
+
+
+def _dag_lines(roots):
+    """The expression DAG as numbered lines, children first; linear in DAG size (srepr is tree size)."""
+    number: dict = {}
+    stack = [(r, False) for r in reversed(roots)]
+    while stack:
+        expr, expanded = stack.pop()
+        if expr in number:
+            continue
+        if expr.args and not expanded:
+            stack.append((expr, True))
+            stack.extend((a, False) for a in reversed(expr.args) if a not in number)
+            continue
+        number[expr] = len(number)
+        body = ",".join(str(number[a]) for a in expr.args) if expr.args else sp.srepr(expr)
+        yield f"{type(expr).__name__}({body})"
+    yield "outputs " + ",".join(str(number[r]) for r in roots)

@@ -1,0 +1,442 @@
+"""Stage 2: the expression DAG as straight-line assignments, and sweeps over it.
+
+The user's outputs are lowered once into *shallow* assignments (one operation
+on symbols and numbers each), hash-consed so that equal values are computed
+once.  Derivatives never touch the user's expression tree: a reverse sweep
+(VJP) or a forward sweep (JVP) visits each assignment once and differentiates
+that one small node with SymPy.  Every node a sweep creates goes through the
+same hash-consing builder, so derivative programs share forward values: that
+is the CSE over the derivative programs.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from collections import defaultdict
+from math import prod
+from typing import NamedTuple
+
+import sympy as sp
+from sympy.logic.boolalg import Boolean, BooleanAtom
+from sympy.matrices.expressions.matexpr import MatrixElement
+
+from .errors import CompileError
+from .functions import RULES
+from .spec import Signature
+
+METHODS = ("forward", "vjp", "value_and_vjp", "jvp", "jacobian", "hessian")
+
+_RESERVED = set(keyword.kwlist) | {
+    "math", "np", "numba", "njit", "prange", "f32", "f64", "abs", "max", "min", "range",
+    "polygamma", "CACHE", "META", "SOURCE_KEY", "i", "n"}
+
+# Beyond these sizes SymPy's recursive cse is skipped; hash-consing alone still shares subtrees.
+_CSE_MAX_NODES = 20_000
+_CSE_MAX_DEPTH = 400
+
+
+class Assignment(NamedTuple):
+    target: sp.Symbol
+    value: sp.Basic  # one operation on operands (Symbols or numbers)
+
+    def __str__(self) -> str:
+        return f"{self.target} = {self.value}"
+
+
+class Block(NamedTuple):
+    """A named group of scalars with a shape: an argument, an output, a cotangent."""
+
+    name: str
+    shape: tuple[int, ...]
+    operands: tuple  # Symbols or SymPy numbers, C order
+
+
+class Program(NamedTuple):
+    """Straight-line code for one kernel method: inputs -> assignments -> outputs."""
+
+    method: str
+    inputs: tuple[Block, ...]
+    assignments: tuple[Assignment, ...]
+    outputs: tuple[Block, ...]
+
+    def __str__(self) -> str:
+        lines = [f"program {self.method}:"]
+        lines += [f"  in  {b.name}{list(b.shape)} = {list(b.operands)}" for b in self.inputs]
+        lines += [f"  {a}" for a in self.assignments]
+        lines += [f"  out {b.name}{list(b.shape)} = {list(b.operands)}" for b in self.outputs]
+        return "\n".join(lines)
+
+
+class Derivation(NamedTuple):
+    """Every method's program, derived from one signature over one shared graph."""
+
+    signature: Signature
+    programs: dict  # method -> Program
+
+    def __str__(self) -> str:
+        return f"{self.signature}\n" + "\n".join(str(p) for p in self.programs.values())
+
+
+def _identifier(name: str) -> str:
+    ident = re.sub(r"\W", "_", name).strip("_") or "s"
+    if ident[0].isdigit():
+        ident = "s" + ident
+    return ident
+
+
+class Graph:
+    """Hash-consed straight-line code, built in topological order."""
+
+    def __init__(self) -> None:
+        self.order: list[sp.Symbol] = []
+        self.value: dict[sp.Symbol, sp.Basic] = {}
+        self.operands: dict[sp.Symbol, tuple[sp.Symbol, ...]] = {}
+        self.interned: dict[sp.Basic, sp.Symbol] = {}
+        self.lowered: dict = {}  # any expression seen -> its operand
+        self.boolean: set[sp.Symbol] = set()
+        self.taken: set[str] = set(_RESERVED)
+        self._temp_count = 0
+        self._partials: dict = {}
+        self._missing: list = []
+
+    # -- names -------------------------------------------------------------
+    def fresh_name(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.taken:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken.add(name)
+        return name
+
+    def leaf(self, name: str, source=None) -> sp.Symbol:
+        """A new input scalar; ``source`` (a user leaf) lowers to it from now on."""
+        symbol = sp.Symbol(self.fresh_name(_identifier(name)), real=True)
+        self.lowered[symbol] = symbol
+        if source is not None:
+            self.lowered[source] = symbol
+        return symbol
+
+    # -- building ----------------------------------------------------------
+    def intern(self, value, hint: str | None = None):
+        """The operand holding ``value``: a number, an existing node, or a new one."""
+        if isinstance(value, (sp.Symbol, BooleanAtom)) or value.is_Number:
+            return value
+        if not value.free_symbols:
+            return _constant(value)
+        if value in self.interned:
+            return self.interned[value]
+        if hint is None:
+            self._temp_count += 1
+            hint = f"t{self._temp_count}"
+        is_boolean = isinstance(value, Boolean)
+        target = sp.Symbol(self.fresh_name(hint)) if is_boolean else sp.Symbol(self.fresh_name(hint), real=True)
+        if is_boolean:
+            self.boolean.add(target)
+        self.order.append(target)
+        self.value[target] = value
+        self.operands[target] = tuple(
+            s for s in sorted(value.free_symbols, key=str) if s not in self.boolean)
+        self.interned[value] = target
+        self.lowered[target] = target
+        return target
+
+    def lower(self, root, hint: str | None = None):
+        """Lower any supported expression into nodes; iterative, so depth is no limit."""
+        lowered = self.lowered
+        if root in lowered:
+            return lowered[root]
+        stack = [(root, False)]
+        while stack:
+            expr, expanded = stack.pop()
+            if expr in lowered:
+                continue
+            if not expanded:
+                pending = [c for c in _children(expr) if c not in lowered]
+                if pending:
+                    stack.append((expr, True))
+                    stack.extend((c, False) for c in pending)
+                    continue
+            lowered[expr] = self._rebuild(expr, hint if expr is root else None)
+        if self._missing:
+            missing = sorted({str(s) for s in self._missing})
+            self._missing.clear()
+            raise CompileError(
+                f"the outputs use symbol(s) {', '.join(missing)} that are not among the arguments; "
+                f"add them to args (as parameters, outside wrt, if they are constants).")
+        return lowered[root]
+
+    def _rebuild(self, expr, hint):
+        get = self.lowered.get
+        if isinstance(expr, BooleanAtom) or expr.is_Number:
+            return expr
+        if expr.is_NumberSymbol:
+            return sp.Float(float(expr))
+        if isinstance(expr, (sp.Symbol, MatrixElement)):
+            self._missing.append(expr)
+            return sp.Symbol(f"missing_{len(self._missing)}", real=True)
+        if expr.is_Add:
+            terms = []
+            for term in expr.args:
+                coeff, rest = term.as_coeff_Mul()
+                terms.append(coeff * (rest if rest.is_Number else get(rest)))
+            return self.intern(sp.Add(*terms), hint)
+        if expr.is_Mul:
+            return self._product(expr, hint)
+        if expr.is_Pow:
+            base, exponent = (a if a.is_Number else get(a) for a in expr.args)
+            return self.intern(sp.Pow(base, exponent), hint)
+        if isinstance(expr, sp.Piecewise):
+            pairs = [(get(e) if e in self.lowered else e, get(c) if c in self.lowered else c) for e, c in expr.args]
+            return self.intern(sp.Piecewise(*pairs), hint)
+        args = [a if (isinstance(a, BooleanAtom) or a.is_Number) else get(a) for a in expr.args]
+        if isinstance(expr, (sp.Max, sp.Min)) and len(args) > 2:
+            accumulated = args[0]
+            for arg in args[1:-1]:
+                accumulated = self.intern(expr.func(accumulated, arg))
+            return self.intern(expr.func(accumulated, args[-1]), hint)
+        return self.intern(expr.func(*args), hint)
+
+    def _product(self, expr, hint):
+        """c * f1 * f2 * ... -> a chain of nodes with at most two factors each."""
+        coeff = sp.S.One
+        factors = []
+        for factor in expr.args:
+            if factor.is_Number:
+                coeff *= factor
+                continue
+            reciprocal = factor.is_Pow and factor.exp == -1
+            operand = self.lowered[factor.base if reciprocal else factor]
+            if operand.is_Number:
+                coeff *= 1 / operand if reciprocal else operand
+            else:
+                factors.append(operand**-1 if reciprocal else operand)
+        factors.sort(key=lambda f: (f.is_Pow, str(f)))  # numerators first: a*b/c
+        while len(factors) > 2:
+            factors[:2] = [self.intern(sp.Mul(*factors[:2]))]
+        return self.intern(sp.Mul(coeff, *factors), hint)
+
+    # -- derivatives -------------------------------------------------------
+    def partial(self, target, operand):
+        """d target / d operand, as an operand; computed once per pair."""
+        key = (target, operand)
+        if key not in self._partials:
+            self._partials[key] = self.lower(_partial(self.value[target], operand, target))
+        return self._partials[key]
+
+    def active_from(self, sources) -> set:
+        """Symbols whose value depends on any of ``sources``."""
+        active = set(sources)
+        for target in self.order:
+            if any(s in active for s in self.operands[target]):
+                active.add(target)
+        return active
+
+    def ancestors(self, operands) -> list:
+        """The nodes needed to compute ``operands``, in graph order."""
+        needed = set()
+        stack = [o for o in operands if o in self.value]
+        while stack:
+            target = stack.pop()
+            if target in needed:
+                continue
+            needed.add(target)
+            stack.extend(s for s in self.value[target].free_symbols if s in self.value)
+        return [t for t in self.order if t in needed]
+
+    def reverse_sweep(self, seeds, sources, active) -> list:
+        """Adjoints of ``sources`` given ``(operand, cotangent)`` seeds: one VJP pass."""
+        contributions = defaultdict(list)
+        for operand, cotangent in seeds:
+            if operand in active:
+                contributions[operand].append(cotangent)
+        for target in reversed(self.ancestors([o for o, _ in seeds])):
+            if target not in contributions:
+                continue
+            adjoint = self.lower(sp.Add(*contributions.pop(target)), hint=f"{target}_bar")
+            if adjoint == 0:
+                continue
+            for operand in self.operands[target]:
+                if operand in active:
+                    partial = self.partial(target, operand)
+                    if partial != 0:
+                        contributions[operand].append(adjoint * partial)
+        return [self.lower(sp.Add(*contributions.get(s, [])), hint=f"{s}_bar") for s in sources]
+
+    def forward_sweep(self, tangents: dict, outputs) -> list:
+        """Tangents of ``outputs`` given tangents of some leaves: one JVP pass."""
+        tangent = dict(tangents)
+        for target in self.ancestors(outputs):
+            terms = [self.partial(target, s) * tangent[s] for s in self.operands[target] if s in tangent]
+            if terms:
+                value = self.lower(sp.Add(*terms), hint=f"{target}_dot")
+                if value != 0:
+                    tangent[target] = value
+        return [tangent.get(o, sp.S.Zero) for o in outputs]
+
+
+def _constant(value):
+    number = value.evalf(20)
+    if not number.is_real:
+        raise CompileError(f"the constant {value} is not real ({number}); gradcomp computes in real arithmetic.")
+    return sp.Float(float(number)) if number.is_finite else number
+
+
+def _children(expr) -> list:
+    """The subexpressions that must be lowered before ``expr``; rejects what gradcomp cannot compute."""
+    if isinstance(expr, (BooleanAtom, sp.Symbol, MatrixElement)) or expr.is_Number or expr.is_NumberSymbol:
+        return []
+    if expr.is_Add:
+        return [rest for rest in (t.as_coeff_Mul()[1] for t in expr.args) if not rest.is_Number]
+    if expr.is_Mul:
+        return [f.base if (f.is_Pow and f.exp == -1) else f for f in expr.args if not f.is_Number]
+    if isinstance(expr, sp.Piecewise):
+        return [part for pair in expr.args for part in pair if not isinstance(part, BooleanAtom)]
+    if (expr.is_Pow or type(expr) in RULES or isinstance(expr, (sp.Max, sp.Min))
+            or isinstance(expr, (sp.core.relational.Relational, sp.And, sp.Or, sp.Not))):
+        return [a for a in expr.args if not (isinstance(a, BooleanAtom) or a.is_Number)]
+    raise CompileError(_unsupported_message(expr))
+
+
+def _unsupported_message(expr) -> str:
+    kind = type(expr).__name__
+    if isinstance(expr, sp.core.function.AppliedUndef):
+        return (f"{expr} is an undefined function {kind!r} with no numeric implementation; "
+                f"write it out in supported functions or make it an argument.")
+    if expr.has(sp.I) and expr.is_number:
+        return f"{expr} is complex; gradcomp computes in real arithmetic."
+    if isinstance(expr, (sp.Integral, sp.Derivative, sp.Sum, sp.Product)):
+        return f"{kind} {expr} is unevaluated and has no numeric implementation; call .doit() first or rewrite it."
+    supported = ", ".join(sorted(cls.__name__ for cls in RULES))
+    return (f"{kind} (in {str(expr)[:120]}) has no numeric implementation in gradcomp; supported: "
+            f"+ - * / ** Piecewise and relations, {supported}.")
+
+
+def _partial(value, operand, target):
+    """d value / d operand as a SymPy expression over operands (and ``target`` for the value)."""
+    if value.is_Mul:
+        if value.has(operand**-1) and operand**-1 in value.args:
+            return -target / operand  # d(a/b)/db = -(a/b)/b: reuse the quotient
+        return sp.diff(value, operand)
+    if value.is_Pow:
+        base, exponent = value.args
+        if operand == exponent and operand != base:
+            return target * sp.log(base)
+        if exponent.is_Integer and exponent > 0:
+            return sp.diff(value, operand)
+        if exponent == sp.S.Half:
+            return sp.S.Half / target
+        return exponent * target / base  # exponent * base**(exponent - 1), reusing the power
+    rule = RULES.get(type(value))
+    if rule is not None and rule.partials is not None:
+        partials = rule.partials(value.args, target)
+        return sp.Add(*(p for a, p in zip(value.args, partials) if a == operand))
+    return sp.diff(value, operand).xreplace({value: target})
+
+
+def _dag_size(roots) -> tuple[int, int]:
+    """(distinct nodes, depth) of an expression DAG, without recursion."""
+    depth: dict = {}
+    stack = [(r, False) for r in roots]
+    while stack:
+        expr, expanded = stack.pop()
+        if expr in depth:
+            continue
+        if not expanded:
+            stack.append((expr, True))
+            stack.extend((a, False) for a in expr.args if a not in depth)
+            continue
+        depth[expr] = 1 + max((depth[a] for a in expr.args), default=0)
+    return len(depth), max((depth[r] for r in roots), default=0)
+
+
+# -- the stage ---------------------------------------------------------------
+
+def derive(signature: Signature) -> Derivation:
+    """Signature -> every method's Program."""
+    graph = Graph()
+    arg_blocks = tuple(
+        Block(a.name, a.shape, tuple(graph.leaf(_leaf_name(leaf), leaf) for leaf in a.leaves))
+        for a in signature.arguments)
+    outputs = _lower_outputs(graph, signature.outputs)
+    out_shape = signature.out_shape
+    y = Block("y", out_shape, tuple(outputs))
+    wrt_blocks = [arg_blocks[i] for i in signature.wrt]
+    wrt_leaves = [s for b in wrt_blocks for s in b.operands]
+    active = graph.active_from(wrt_leaves)
+
+    def program(method, outs, extra_inputs=()):
+        inputs = arg_blocks + tuple(extra_inputs)
+        needed = graph.ancestors([o for b in outs for o in b.operands])
+        return Program(method, inputs, tuple(Assignment(t, graph.value[t]) for t in needed), tuple(outs))
+
+    def per_wrt(prefix, flat, leading_shape=()):
+        blocks, start = [], 0
+        for b in wrt_blocks:
+            size = prod(leading_shape) * len(b.operands)
+            blocks.append(Block(f"{prefix}_{b.name}", leading_shape + b.shape, tuple(flat[start:start + size])))
+            start += size
+        return blocks
+
+    cotangent = Block("v", out_shape, tuple(graph.leaf(f"v{k}") for k in range(len(outputs))))
+    adjoints = graph.reverse_sweep(list(zip(outputs, cotangent.operands)), wrt_leaves, active)
+    vjp_blocks = per_wrt("vjp", adjoints)
+    tangent_blocks = [Block(f"t_{b.name}", b.shape, tuple(graph.leaf(f"{s}_dot") for s in b.operands))
+                      for b in wrt_blocks]
+    tangent_leaves = [s for b in tangent_blocks for s in b.operands]
+    jvp = graph.forward_sweep(dict(zip(wrt_leaves, tangent_leaves)), outputs)
+
+    programs = {
+        "forward": program("forward", [y]),
+        "vjp": program("vjp", vjp_blocks, [cotangent]),
+        "value_and_vjp": program("value_and_vjp", [y] + vjp_blocks, [cotangent]),
+        "jvp": program("jvp", [Block("jvp", out_shape, tuple(jvp))], tangent_blocks),
+        "jacobian": program("jacobian", per_wrt("jac", _jacobian(graph, outputs, wrt_blocks, active), out_shape)),
+    }
+    if out_shape == () and len(wrt_blocks) == 1:
+        programs["hessian"] = program("hessian", per_wrt("hess", _hessian(graph, outputs[0], wrt_leaves, active),
+                                                         wrt_blocks[0].shape))
+    return Derivation(signature, programs)
+
+
+def _leaf_name(leaf) -> str:
+    if isinstance(leaf, MatrixElement):
+        return f"{leaf.parent}_{leaf.i}_{leaf.j}"
+    return leaf.name
+
+
+def _lower_outputs(graph: Graph, outputs) -> list:
+    """CSE the outputs once with SymPy (when it is affordable), then lower them."""
+    nodes, depth = _dag_size(outputs)
+    if nodes <= _CSE_MAX_NODES and depth <= _CSE_MAX_DEPTH:
+        replacements, reduced = sp.cse(list(outputs), symbols=sp.numbered_symbols("cse", cls=sp.Dummy),
+                                       order="none")
+        for dummy, value in replacements:
+            graph.lowered[dummy] = graph.lower(value)
+        outputs = reduced
+    return [graph.lower(expr) for expr in outputs]
+
+
+def _jacobian(graph: Graph, outputs, wrt_blocks, active) -> list:
+    """J flattened per wrt argument (outputs x that argument): by whichever sweep needs fewer passes."""
+    wrt_leaves = [s for b in wrt_blocks for s in b.operands]
+    n_out, n_in = len(outputs), len(wrt_leaves)
+    if n_out <= n_in:
+        rows = [graph.reverse_sweep([(outputs[k], sp.S.One)], wrt_leaves, active) for k in range(n_out)]
+    else:
+        columns = [graph.forward_sweep({leaf: sp.S.One}, outputs) for leaf in wrt_leaves]
+        rows = [[columns[j][k] for j in range(n_in)] for k in range(n_out)]
+    flat, start = [], 0
+    for block in wrt_blocks:
+        end = start + len(block.operands)
+        flat += [rows[k][j] for k in range(n_out) for j in range(start, end)]
+        start = end
+    return flat
+
+
+def _hessian(graph: Graph, output, wrt_leaves, active) -> list:
+    """Forward over reverse: one tangent sweep of the gradient program per input."""
+    gradient = graph.reverse_sweep([(output, sp.S.One)], wrt_leaves, active)
+    columns = [graph.forward_sweep({leaf: sp.S.One}, gradient) for leaf in wrt_leaves]
+    n = len(wrt_leaves)
+    return [columns[j][i] for i in range(n) for j in range(n)]

@@ -1,0 +1,229 @@
+"""Stage 5: Kernel — argument checks, broadcasting, dispatch to the generated drivers.
+
+Nothing here imports SymPy: a kernel loaded from the cache runs on NumPy and
+Numba alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import types
+from math import prod
+
+import numpy as np
+
+_NUMERIC_KINDS = "biuf"
+
+
+class _Method:
+    """A generated method's calling convention, read once from the module's META."""
+
+    __slots__ = ("name", "inputs", "outputs", "parallel_min_points", "serial", "parallel")
+
+    def __init__(self, name: str, info: dict):
+        self.name = name
+        self.inputs = [(block_name, tuple(shape), prod(shape)) for block_name, shape in info["inputs"]]
+        self.outputs = [(block_name, tuple(shape), prod(shape)) for block_name, shape in info["outputs"]]
+        self.parallel_min_points = info["parallel_min_points"]
+        self.serial = self.parallel = None
+
+
+class Kernel:
+    """Compiled forward, VJP, JVP, Jacobian and Hessian of a SymPy function.
+
+    Every method takes the kernel's arguments positionally; leading batch
+    dimensions broadcast across arguments (and the cotangent or tangent) like
+    a NumPy generalized ufunc.  See ``gradcomp.compile``.
+    """
+
+    def __init__(self, meta: dict, source: str, path: str | None = None, cache_root: str | None = None):
+        self._meta = meta
+        self.source: str = source
+        """The generated Python source."""
+        self.key: str = meta["key"]
+        """The cache key (hex)."""
+        self.name: str | None = meta["name"]
+        """The registered name, or None."""
+        self.dtype = np.dtype(meta["dtype"])
+        self.path = path
+        self._cache_root = cache_root
+        self._module: types.ModuleType | None = None
+        self._methods = {name: _Method(name, info) for name, info in meta["methods"].items()}
+        self._arguments = [(name, tuple(shape)) for name, shape in meta["arguments"]]
+        self._wrt = meta["wrt"]
+        self.out_shape: tuple[int, ...] = tuple(meta["out_shape"])
+        self.arg_shapes: tuple[tuple[int, ...], ...] = tuple(shape for _, shape in self._arguments)
+        self.arg_names: tuple[str, ...] = tuple(name for name, _ in self._arguments)
+
+    # -- public methods ----------------------------------------------------
+    def __call__(self, *xs):
+        """y = f(*xs): batch + out_shape."""
+        return self._run("forward", xs, "")[0]
+
+    def vjp(self, *xs_and_v):
+        """vᵀJ for cotangent v (batch + out_shape): batch + arg_shape, a tuple for several wrt."""
+        return self._per_wrt(self._run("vjp", xs_and_v, "v"))
+
+    def value_and_vjp(self, *xs_and_v):
+        """(y, vᵀJ) from one fused evaluation."""
+        results = self._run("value_and_vjp", xs_and_v, "v")
+        return results[0], self._per_wrt(results[1:])
+
+    def jvp(self, *xs_and_t):
+        """J t: batch + out_shape; t is a tuple of tangents when there are several wrt arguments."""
+        if len(xs_and_t) == len(self._arguments) + 1 and len(self._wrt) > 1:
+            tangents = xs_and_t[-1]
+            if not isinstance(tangents, (tuple, list)) or len(tangents) != len(self._wrt):
+                raise TypeError(
+                    f"jvp() needs a tuple of {len(self._wrt)} tangents, one per wrt argument "
+                    f"({', '.join(self._wrt_names())}); got {type(tangents).__name__}.")
+            xs_and_t = tuple(xs_and_t[:-1]) + tuple(tangents)
+        return self._run("jvp", xs_and_t, "t")[0]
+
+    def jacobian(self, *xs):
+        """batch + out_shape + arg_shape (a tuple for several wrt arguments)."""
+        return self._per_wrt(self._run("jacobian", xs, ""))
+
+    def grad(self, *xs):
+        """Gradient of a scalar output: vjp with v = 1."""
+        return self._per_wrt(self._run("vjp", (*xs, self._one()), ""))
+
+    def value_and_grad(self, *xs):
+        """(y, grad) of a scalar output; fits ``scipy.optimize.minimize(..., jac=True)``."""
+        results = self._run("value_and_vjp", (*xs, self._one()), "")
+        return results[0], self._per_wrt(results[1:])
+
+    def hessian(self, *xs):
+        """Hessian of a scalar output with one wrt argument: batch + arg_shape + arg_shape."""
+        if "hessian" not in self._methods:
+            raise ValueError(
+                f"hessian() needs a scalar output and one wrt argument; this kernel has output shape "
+                f"{self.out_shape} and wrt ({', '.join(self._wrt_names())}). Use jacobian() of a gradient kernel.")
+        return self._run("hessian", xs, "")[0]
+
+    @property
+    def methods(self) -> dict:
+        """Per method: operations per point and statements in the generated core."""
+        return {name: {"ops": info["ops"], "statements": info["statements"]}
+                for name, info in self._meta["methods"].items()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{n}: {s}" for n, s in self._arguments)
+        return (f"<gradcomp.Kernel {self.name or '(unnamed)'}({args}) -> {self.out_shape} {self.dtype}, "
+                f"wrt ({', '.join(self._wrt_names())}), key {self.key[:12]}>")
+
+    def to_torch(self):
+        """A callable on torch tensors whose backward is this kernel's VJP (needs ``gradcomp[torch]``)."""
+        from .bridges.torch import to_torch
+        return to_torch(self)
+
+    def to_jax(self):
+        """A JAX function with a custom VJP calling this kernel (needs ``gradcomp[jax]``)."""
+        from .bridges.jax import to_jax
+        return to_jax(self)
+
+    def __reduce__(self):
+        from .cache import restore_kernel
+        return restore_kernel, (self._meta, self.source, self._cache_root)
+
+    # -- internals ---------------------------------------------------------
+    def _wrt_names(self):
+        return [self._arguments[i][0] for i in self._wrt]
+
+    def _one(self):
+        if self.out_shape != ():
+            raise ValueError(
+                f"grad needs a scalar output; this kernel's output has shape {self.out_shape}. "
+                f"Use vjp(*xs, v) with a cotangent v of that shape.")
+        return self.dtype.type(1)
+
+    def _per_wrt(self, results):
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def _load(self, method: _Method) -> None:
+        if self._module is None:
+            self._module = import_module(self.source, self.path)
+        method.serial = getattr(self._module, f"{method.name}_serial")
+        method.parallel = getattr(self._module, f"{method.name}_parallel")
+
+    def _run(self, name: str, values, extra: str):
+        method = self._methods[name]
+        if len(values) != len(method.inputs):
+            expected = ", ".join(block for block, _, _ in method.inputs)
+            call = "__call__" if name == "forward" else name
+            raise TypeError(f"{call}() takes {len(method.inputs)} arguments ({expected}), got {len(values)}.")
+        arrays, batches = [], []
+        for (block, core, _), value in zip(method.inputs, values):
+            array = self._as_array(value, block)
+            if array.shape[array.ndim - len(core):] != core or array.ndim < len(core):
+                raise ValueError(
+                    f"argument {block!r} has shape {array.shape}, which does not end in its core shape "
+                    f"{core}; pass an array of shape (..., {', '.join(map(str, core))})" if core else
+                    f"argument {block!r} has shape {array.shape} but should be a scalar of core shape ().")
+            arrays.append(array)
+            batches.append(array.shape[:array.ndim - len(core)])
+        batch = self._broadcast(method, batches)
+        points = prod(batch)
+        call_args = []
+        for array, (_, _, size), shape in zip(arrays, method.inputs, batches):
+            if shape == batch:
+                call_args += (np.ascontiguousarray(array).reshape(points, size), 1)
+            elif prod(shape) == 1:
+                call_args += (np.ascontiguousarray(array).reshape(1, size), 0)
+            else:
+                call_args += (np.ascontiguousarray(np.broadcast_to(array, batch + array.shape[len(shape):]))
+                              .reshape(points, size), 1)
+        outputs = [np.empty((points, size), self.dtype) for _, _, size in method.outputs]
+        if points:
+            if method.serial is None:
+                self._load(method)
+            driver = method.parallel if points >= method.parallel_min_points else method.serial
+            driver(points, *call_args, *outputs)
+        return [_shaped(out, batch + shape) for out, (_, shape, _) in zip(outputs, method.outputs)]
+
+    def _as_array(self, value, block):
+        array = np.asarray(value)
+        if array.dtype != self.dtype:
+            if array.dtype.kind not in _NUMERIC_KINDS:
+                raise TypeError(
+                    f"argument {block!r} must be real numbers, got {type(value).__name__} of dtype {array.dtype}.")
+            array = array.astype(self.dtype)
+        return array
+
+    def _broadcast(self, method, batches):
+        try:
+            return np.broadcast_shapes(*batches)
+        except ValueError:
+            described = ", ".join(f"{block} {shape}" for (block, _, _), shape in zip(method.inputs, batches))
+            raise ValueError(
+                f"batch shapes do not broadcast: {described} (batch dimensions come before each "
+                f"argument's core shape and broadcast like NumPy's).") from None
+
+
+def _shaped(out, shape):
+    result = out.reshape(shape)
+    return result[()] if result.ndim == 0 else result
+
+
+def source_key(source: str) -> str:
+    """The hash of a generated module's text: its file name in the cache."""
+    return hashlib.sha256(source.encode()).hexdigest()[:32]
+
+
+def import_module(source: str, path: str | None) -> types.ModuleType:
+    """The generated module: imported from its file (so Numba can cache) or run in memory."""
+    key = source_key(source)
+    module_name = f"gradcomp_kernel_{key}"
+    if module_name in sys.modules and getattr(sys.modules[module_name], "__file__", None) == path:
+        return sys.modules[module_name]
+    if path is None:
+        module = types.ModuleType(module_name)
+        exec(compile(source, f"<gradcomp kernel {key}>", "exec"), module.__dict__)
+    else:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    sys.modules[module_name] = module
+    return module

@@ -1,0 +1,163 @@
+"""Stage 1: what the user wrote -> a Signature.
+
+Arguments and outputs are flattened in C order; shapes are kept beside them.
+Everything here is checked with clear errors: this is where user input enters.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from math import prod
+
+import sympy as sp
+from sympy.matrices.expressions.matexpr import MatrixElement
+from sympy.tensor.array import NDimArray
+
+from .errors import CompileError
+
+DTYPES = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One kernel argument: its display name, core shape and flat leaves."""
+
+    name: str
+    shape: tuple[int, ...]
+    leaves: tuple  # Symbols, or MatrixElements of a MatrixSymbol, in C order
+
+    @property
+    def size(self) -> int:
+        return prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Everything the later stages need to know about the user's function."""
+
+    name: str | None
+    arguments: tuple[Argument, ...]
+    out_shape: tuple[int, ...]
+    outputs: tuple  # flat SymPy expressions, C order
+    wrt: tuple[int, ...]
+    dtype: str
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{a.name}: {a.shape}" for a in self.arguments)
+        wrt = ", ".join(self.arguments[i].name for i in self.wrt)
+        return f"{self.name or 'kernel'}({args}) -> {self.out_shape} [{self.dtype}], wrt ({wrt})"
+
+
+def make_signature(outputs, args, wrt=None, name=None, dtype="float64", arg_names=None) -> Signature:
+    if dtype not in DTYPES:
+        raise CompileError(f"dtype={dtype!r} is not supported; use one of {DTYPES}.")
+    if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", name)):
+        raise CompileError(
+            f"name={name!r} is not a valid kernel name; use letters, digits, '_', '-' or '.' (at most 100).")
+    if isinstance(args, (sp.Basic, str)) or not hasattr(args, "__iter__"):
+        raise CompileError(
+            f"args must be a sequence of arguments, got {type(args).__name__}: "
+            f"write [x] for one scalar argument x, [[x1, x2]] for one vector argument.")
+    arguments = tuple(_argument(item, i, arg_names) for i, item in enumerate(args))
+    _check_unique_leaves(arguments)
+    out_shape, flat_outputs = _outputs(outputs)
+    return Signature(name, arguments, out_shape, flat_outputs, _wrt(wrt, arguments), dtype)
+
+
+def _argument(item, index, arg_names) -> Argument:
+    name = arg_names[index] if arg_names else None
+    if isinstance(item, sp.MatrixSymbol):
+        rows, cols = (int(n) for n in item.shape)
+        leaves = tuple(item[r, c] for r in range(rows) for c in range(cols))
+        return Argument(name or str(item.name), (rows, cols), leaves)
+    if isinstance(item, sp.Symbol):
+        return Argument(name or item.name, (), (item,))
+    if isinstance(item, sp.MatrixBase):
+        shape, flat = tuple(item.shape), list(item)
+    elif isinstance(item, NDimArray):
+        shape, flat = tuple(item.shape), _flatten_nested(item.tolist(), f"argument {index}")[1]
+    elif isinstance(item, (list, tuple)):
+        shape, flat = _flatten_nested(item, f"argument {index}")
+    else:
+        raise CompileError(
+            f"argument {index} is {item!r} ({type(item).__name__}); each argument must be a Symbol, "
+            f"a (nested) list of Symbols, a Matrix or NDimArray of Symbols, or a MatrixSymbol.")
+    for leaf in flat:
+        if not isinstance(leaf, sp.Symbol):
+            raise CompileError(f"argument {index} contains {leaf!r}, which is not a Symbol.")
+    return Argument(name or f"arg{index}", shape, tuple(flat))
+
+
+def _flatten_nested(item, what) -> tuple[tuple[int, ...], list]:
+    """A nested list/tuple -> (shape, flat C-order list); ragged nesting is an error."""
+    if not isinstance(item, (list, tuple)):
+        return (), [item]
+    if len(item) == 0:
+        raise CompileError(f"{what} is an empty list; give at least one element.")
+    parts = [_flatten_nested(sub, what) for sub in item]
+    inner = {shape for shape, _ in parts}
+    if len(inner) != 1:
+        raise CompileError(f"{what} is ragged: its elements have shapes {sorted(inner)}.")
+    return (len(item),) + parts[0][0], [leaf for _, flat in parts for leaf in flat]
+
+
+def _outputs(outputs) -> tuple[tuple[int, ...], tuple]:
+    if isinstance(outputs, sp.MatrixExpr) and not isinstance(outputs, sp.MatrixBase):
+        outputs = outputs.as_explicit()
+    if isinstance(outputs, sp.MatrixBase):
+        shape, flat = tuple(outputs.shape), list(outputs)
+    elif isinstance(outputs, NDimArray):
+        shape, flat = tuple(outputs.shape), _flatten_nested(outputs.tolist(), "outputs")[1]
+    elif isinstance(outputs, (list, tuple)):
+        shape, flat = _flatten_nested(outputs, "outputs")
+    else:
+        shape, flat = (), [outputs]
+    exprs = []
+    for item in flat:
+        try:
+            expr = sp.sympify(item, strict=True)
+        except (sp.SympifyError, TypeError) as exc:
+            raise CompileError(f"output {item!r} ({type(item).__name__}) is not a SymPy expression or number.") from exc
+        if not isinstance(expr, sp.Expr):
+            raise CompileError(f"output {expr!r} is a {type(expr).__name__}, not a numeric expression.")
+        exprs.append(expr)
+    return shape, tuple(exprs)
+
+
+def _check_unique_leaves(arguments) -> None:
+    seen: dict = {}
+    for argument in arguments:
+        for leaf in argument.leaves:
+            if leaf in seen:
+                raise CompileError(
+                    f"symbol {leaf} appears in argument {seen[leaf]!r} and again in argument "
+                    f"{argument.name!r}; each symbol may be one argument only.")
+            seen[leaf] = argument.name
+    matrix_names = {a.name for a in arguments if a.leaves and isinstance(a.leaves[0], MatrixElement)}
+    for argument in arguments:
+        for leaf in argument.leaves:
+            if isinstance(leaf, sp.Symbol) and leaf.name in matrix_names:
+                raise CompileError(f"symbol {leaf} has the same name as a MatrixSymbol argument; rename one.")
+
+
+def _wrt(wrt, arguments) -> tuple[int, ...]:
+    if wrt is None:
+        return tuple(range(len(arguments)))
+    if isinstance(wrt, (int, str)):
+        wrt = (wrt,)
+    names = [a.name for a in arguments]
+    indices = []
+    for item in wrt:
+        if isinstance(item, str) and item in names:
+            item = names.index(item)
+        if isinstance(item, bool) or not isinstance(item, int) or not -len(arguments) <= item < len(arguments):
+            raise CompileError(
+                f"wrt={tuple(wrt)!r} is invalid: {item!r} is not an argument index in "
+                f"0..{len(arguments) - 1} (or an argument name among {names}).")
+        indices.append(item % len(arguments))
+    if len(set(indices)) != len(indices):
+        raise CompileError(f"wrt={tuple(wrt)!r} names an argument twice.")
+    if not indices:
+        raise CompileError("wrt=() differentiates nothing; give at least one argument index.")
+    return tuple(indices)
