@@ -103,6 +103,22 @@ class Kernel:
                 f"{self.out_shape} and wrt ({', '.join(self._wrt_names())}). Use jacobian() of a gradient kernel.")
         return self._run("hessian", xs, "")[0]
 
+    def precompile(self, methods=None, parallel: bool = True) -> None:
+        """Compile ``methods`` (default: all) now, serial and (optionally) parallel drivers.
+
+        Numba compiles a driver on its first call; calling with zero points
+        triggers that without computing anything.  With a cache directory the
+        machine code lands there for later processes.
+        """
+        for name in methods or list(self._methods):
+            method = self._methods[name]
+            if method.serial is None:
+                self._load(method)
+            arrays = [a for _, _, size in method.inputs for a in (np.zeros((1, size), self.dtype), 0)]
+            outputs = [np.empty((0, size), self.dtype) for _, _, size in method.outputs]
+            for driver in (method.serial, method.parallel) if parallel else (method.serial,):
+                driver(0, *arrays, *outputs)
+
     @property
     def methods(self) -> dict:
         """Per method: operations per point and statements in the generated core."""
