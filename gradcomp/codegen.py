@@ -85,25 +85,28 @@ class Printer:
         return text if simple else f"({text})"
 
     def _print_Add(self, expr) -> str:
-        text = ""
+        """Positive terms first, so signs print as subtraction; all negative -> -(a + b)."""
+        signed = []
         for term in sorted(expr.args, key=lambda t: (t.is_Number, str(t))):
             coeff, rest = term.as_coeff_Mul()
             if rest.is_Number:
-                coeff, body = (coeff * rest), None
+                coeff, body = coeff * rest, None
             else:
                 body = self._atom(rest) if rest.is_Add else self(rest)
-            negative = coeff < 0
-            magnitude = -coeff if negative else coeff
+            magnitude = abs(coeff)
             if body is None:
                 piece = self.literal(magnitude)
             elif magnitude == 1:
                 piece = body
             else:
                 piece = f"{self.literal(magnitude)}*{body}"
-            if not text:
-                text = f"-{piece}" if negative else piece
-            else:
-                text += f" - {piece}" if negative else f" + {piece}"
+            signed.append((bool(coeff < 0), piece))
+        signed.sort(key=lambda item: item[0])
+        if signed[0][0]:
+            return "-(" + " + ".join(piece for _, piece in signed) + ")"
+        text = signed[0][1]
+        for negative, piece in signed[1:]:
+            text += f" - {piece}" if negative else f" + {piece}"
         return text
 
     def _print_Mul(self, expr) -> str:

@@ -218,11 +218,23 @@ class Graph:
 
     # -- derivatives -------------------------------------------------------
     def partial(self, target, operand):
-        """d target / d operand, as an operand; computed once per pair."""
+        """d target / d operand as ``coefficient * operand``; computed once per pair."""
         key = (target, operand)
         if key not in self._partials:
-            self._partials[key] = self.lower(_partial(self.value[target], operand, target))
+            self._partials[key] = self.scaled(_partial(self.value[target], operand, target))
         return self._partials[key]
+
+    def scaled(self, expr, hint: str | None = None):
+        """Lower ``expr`` but keep a numeric factor outside as ``c * operand``.
+
+        Sweeps multiply adjoints and partials on: a sign or factor left symbolic
+        folds into the next product or sum (``a - b*c``) instead of costing a
+        negation of its own.  Outputs are materialized with ``lower``.
+        """
+        coeff, rest = sp.sympify(expr).as_coeff_Mul()
+        if rest.is_Add or rest.is_Number:
+            return self.lower(expr, hint)
+        return coeff * self.lower(rest, hint)
 
     def active_from(self, sources) -> set:
         """Symbols whose value depends on any of ``sources``."""
@@ -253,7 +265,7 @@ class Graph:
         for target in reversed(self.ancestors([o for o, _ in seeds])):
             if target not in contributions:
                 continue
-            adjoint = self.lower(sp.Add(*contributions.pop(target)), hint=f"{target}_bar")
+            adjoint = self.scaled(sp.Add(*contributions.pop(target)), hint=f"{target}_bar")
             if adjoint == 0:
                 continue
             for operand in self.operands[target]:
@@ -269,10 +281,10 @@ class Graph:
         for target in self.ancestors(outputs):
             terms = [self.partial(target, s) * tangent[s] for s in self.operands[target] if s in tangent]
             if terms:
-                value = self.lower(sp.Add(*terms), hint=f"{target}_dot")
+                value = self.scaled(sp.Add(*terms), hint=f"{target}_dot")
                 if value != 0:
                     tangent[target] = value
-        return [tangent.get(o, sp.S.Zero) for o in outputs]
+        return [self.lower(tangent.get(o, sp.S.Zero)) for o in outputs]
 
 
 def _constant(value):
