@@ -60,15 +60,15 @@ class Kernel:
     # -- public methods ----------------------------------------------------
     def __call__(self, *xs):
         """y = f(*xs): batch + out_shape."""
-        return self._run("forward", xs, "")[0]
+        return self._run("forward", xs)[0]
 
     def vjp(self, *xs_and_v):
         """vᵀJ for cotangent v (batch + out_shape): batch + arg_shape, a tuple for several wrt."""
-        return self._per_wrt(self._run("vjp", xs_and_v, "v"))
+        return self._per_wrt(self._run("vjp", xs_and_v))
 
     def value_and_vjp(self, *xs_and_v):
         """(y, vᵀJ) from one fused evaluation."""
-        results = self._run("value_and_vjp", xs_and_v, "v")
+        results = self._run("value_and_vjp", xs_and_v)
         return results[0], self._per_wrt(results[1:])
 
     def jvp(self, *xs_and_t):
@@ -80,19 +80,19 @@ class Kernel:
                     f"jvp() needs a tuple of {len(self._wrt)} tangents, one per wrt argument "
                     f"({', '.join(self._wrt_names())}); got {type(tangents).__name__}.")
             xs_and_t = tuple(xs_and_t[:-1]) + tuple(tangents)
-        return self._run("jvp", xs_and_t, "t")[0]
+        return self._run("jvp", xs_and_t)[0]
 
     def jacobian(self, *xs):
         """batch + out_shape + arg_shape (a tuple for several wrt arguments)."""
-        return self._per_wrt(self._run("jacobian", xs, ""))
+        return self._per_wrt(self._run("jacobian", xs))
 
     def grad(self, *xs):
         """Gradient of a scalar output: vjp with v = 1."""
-        return self._per_wrt(self._run("vjp", (*xs, self._one()), ""))
+        return self._per_wrt(self._run("vjp", (*xs, self._one())))
 
     def value_and_grad(self, *xs):
         """(y, grad) of a scalar output; fits ``scipy.optimize.minimize(..., jac=True)``."""
-        results = self._run("value_and_vjp", (*xs, self._one()), "")
+        results = self._run("value_and_vjp", (*xs, self._one()))
         return results[0], self._per_wrt(results[1:])
 
     def hessian(self, *xs):
@@ -101,7 +101,7 @@ class Kernel:
             raise ValueError(
                 f"hessian() needs a scalar output and one wrt argument; this kernel has output shape "
                 f"{self.out_shape} and wrt ({', '.join(self._wrt_names())}). Use jacobian() of a gradient kernel.")
-        return self._run("hessian", xs, "")[0]
+        return self._run("hessian", xs)[0]
 
     def precompile(self, methods=None, parallel: bool = True) -> None:
         """Compile ``methods`` (default: all) now, serial and (optionally) parallel drivers.
@@ -164,40 +164,78 @@ class Kernel:
         method.serial = getattr(self._module, f"{method.name}_serial")
         method.parallel = getattr(self._module, f"{method.name}_parallel")
 
-    def _run(self, name: str, values, extra: str):
+    def _run(self, name: str, values):
+        """Check, broadcast and flatten the inputs; run the driver; shape the outputs.
+
+        This is the hot path of every call: a single point costs a few
+        attribute lookups, one reshape per array and the Numba dispatch.
+        """
         method = self._methods[name]
-        if len(values) != len(method.inputs):
-            expected = ", ".join(block for block, _, _ in method.inputs)
-            call = "__call__" if name == "forward" else name
-            raise TypeError(f"{call}() takes {len(method.inputs)} arguments ({expected}), got {len(values)}.")
+        inputs = method.inputs
+        if len(values) != len(inputs):
+            self._wrong_count(name, method, values)
+        dtype = self.dtype
+        call_args = []
+        for (_, core, size), value in zip(inputs, values):  # one point, exact core shapes: no broadcasting
+            if type(value) is np.ndarray and value.dtype is dtype and value.shape == core and value.flags.c_contiguous:
+                call_args += (value.reshape(1, size), 0)
+            else:
+                break
+        else:
+            return self._run_point(method, call_args)
         arrays, batches = [], []
-        for (block, core, _), value in zip(method.inputs, values):
-            array = self._as_array(value, block)
-            if array.shape[array.ndim - len(core):] != core or array.ndim < len(core):
-                raise ValueError(
-                    f"argument {block!r} has shape {array.shape}, which does not end in its core shape "
-                    f"{core}; pass an array of shape (..., {', '.join(map(str, core))})" if core else
-                    f"argument {block!r} has shape {array.shape} but should be a scalar of core shape ().")
+        for (block, core, _), value in zip(inputs, values):
+            array = value if type(value) is np.ndarray and value.dtype is dtype else self._as_array(value, block)
+            batch_ndim = array.ndim - len(core)
+            if batch_ndim < 0 or array.shape[batch_ndim:] != core:
+                self._wrong_shape(block, core, array.shape)
             arrays.append(array)
-            batches.append(array.shape[:array.ndim - len(core)])
-        batch = self._broadcast(method, batches)
+            batches.append(array.shape[:batch_ndim])
+        batch = batches[0]
+        for shape in batches:
+            if shape != batch:
+                batch = self._broadcast(method, batches)
+                break
         points = prod(batch)
         call_args = []
-        for array, (_, _, size), shape in zip(arrays, method.inputs, batches):
-            if shape == batch:
-                call_args += (np.ascontiguousarray(array).reshape(points, size), 1)
-            elif prod(shape) == 1:
-                call_args += (np.ascontiguousarray(array).reshape(1, size), 0)
-            else:
-                call_args += (np.ascontiguousarray(np.broadcast_to(array, batch + array.shape[len(shape):]))
-                              .reshape(points, size), 1)
-        outputs = [np.empty((points, size), self.dtype) for _, _, size in method.outputs]
+        if points == 1 and batch == ():
+            return self._run_point(method, [a for array, (_, _, size) in zip(arrays, inputs)
+                                            for a in (np.ascontiguousarray(array).reshape(1, size), 0)])
+        for array, (_, _, size), shape in zip(arrays, inputs, batches):
+            if shape != batch and prod(shape) != 1:
+                array = np.broadcast_to(array, batch + array.shape[len(shape):])
+            elif not array.flags.c_contiguous:
+                array = np.ascontiguousarray(array)
+            call_args.append(array.reshape(points if shape == batch else 1, size))
+            call_args.append(1 if shape == batch else 0)
+        outputs = [np.empty((points, size), dtype) for _, _, size in method.outputs]
         if points:
             if method.serial is None:
                 self._load(method)
             driver = method.parallel if points >= method.parallel_min_points else method.serial
             driver(points, *call_args, *outputs)
-        return [_shaped(out, batch + shape) for out, (_, shape, _) in zip(outputs, method.outputs)]
+        return [out.reshape(batch + shape) for out, (_, shape, _) in zip(outputs, method.outputs)]
+
+    def _run_point(self, method, call_args):
+        dtype = self.dtype
+        outputs = [np.empty((1, size), dtype) for _, _, size in method.outputs]
+        if method.serial is None:
+            self._load(method)
+        method.serial(1, *call_args, *outputs)
+        return [out.reshape(shape) if shape else out[0, 0] for out, (_, shape, _) in zip(outputs, method.outputs)]
+
+    def _wrong_count(self, name, method, values):
+        expected = ", ".join(block for block, _, _ in method.inputs)
+        call = "__call__" if name == "forward" else name
+        raise TypeError(f"{call}() takes {len(method.inputs)} arguments ({expected}), got {len(values)}.")
+
+    @staticmethod
+    def _wrong_shape(block, core, shape):
+        if core:
+            raise ValueError(
+                f"argument {block!r} has shape {shape}, which does not end in its core shape {core}; "
+                f"pass an array of shape (..., {', '.join(map(str, core))}).")
+        raise ValueError(f"argument {block!r} has shape {shape}; its core shape is () (a scalar per point).")
 
     def _as_array(self, value, block):
         array = np.asarray(value)
@@ -216,11 +254,6 @@ class Kernel:
             raise ValueError(
                 f"batch shapes do not broadcast: {described} (batch dimensions come before each "
                 f"argument's core shape and broadcast like NumPy's).") from None
-
-
-def _shaped(out, shape):
-    result = out.reshape(shape)
-    return result[()] if result.ndim == 0 else result
 
 
 def source_key(source: str) -> str:
