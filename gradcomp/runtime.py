@@ -202,12 +202,13 @@ class Kernel:
             return self._run_point(method, [a for array, (_, _, size) in zip(arrays, inputs)
                                             for a in (np.ascontiguousarray(array).reshape(1, size), 0)])
         for array, (_, _, size), shape in zip(arrays, inputs, batches):
-            if shape != batch and prod(shape) != 1:
-                array = np.broadcast_to(array, batch + array.shape[len(shape):])
-            elif not array.flags.c_contiguous:
+            shared = shape != batch and prod(shape) == 1  # one row serves every point: step 0
+            if shape != batch and not shared:
+                array = np.broadcast_to(array, batch + array.shape[len(shape):])  # rare: a partial broadcast
+            if not array.flags.c_contiguous:
                 array = np.ascontiguousarray(array)
-            call_args.append(array.reshape(points if shape == batch else 1, size))
-            call_args.append(1 if shape == batch else 0)
+            call_args.append(array.reshape(1 if shared else points, size))
+            call_args.append(0 if shared else 1)
         outputs = [np.empty((points, size), dtype) for _, _, size in method.outputs]
         if points:
             if method.serial is None:
