@@ -1,0 +1,145 @@
+"""PyTorch bridge: a gradcomp kernel as a differentiable function of torch tensors.
+
+``to_torch(kernel)`` returns a callable whose forward runs the compiled kernel
+and whose backward runs the compiled VJP, through a ``torch.autograd.Function``.
+
+Dtypes: the kernel always computes in its own dtype.  The result takes the
+dtype the floating-point input tensors promote to (``torch.result_type``), or
+the kernel's dtype when no input is floating point; gradients take each
+input's dtype.  So a float64 kernel given float32 tensors computes in float64
+and returns float32; a float32 kernel given float64 tensors computes (and
+loses precision) in float32.
+
+Batch dimensions broadcast as in the kernel.  A differentiated argument with
+fewer (or size-1) batch dimensions than the result — a shared parameter —
+gets its gradient summed over the broadcast dimensions, as PyTorch requires.
+Arguments outside the kernel's ``wrt`` get no gradient (``None``).
+Only CPU tensors are accepted; the backward is not itself differentiable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from math import prod
+
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+
+__all__ = ["to_torch", "sum_to_shape"]
+
+
+def to_torch(kernel) -> Callable[..., torch.Tensor]:
+    """A function of torch tensors (the kernel's arguments, in order) whose backward is the kernel's VJP.
+
+    Arguments may be tensors, NumPy arrays or numbers, with leading batch
+    dimensions before each argument's core shape.  ``loss.backward()`` and
+    ``y.backward(gradient=v)`` fill ``.grad`` of the differentiated arguments.
+    """
+    wrt = _wrt_indices(kernel)
+
+    def function(*args) -> torch.Tensor:
+        if len(args) != len(kernel.arg_names):
+            raise TypeError(
+                f"{_describe(kernel)} takes {len(kernel.arg_names)} arguments "
+                f"({', '.join(kernel.arg_names)}), got {len(args)}.")
+        tensors = [_as_cpu_tensor(kernel, name, value) for name, value in zip(kernel.arg_names, args)]
+        return _KernelFunction.apply(kernel, wrt, *tensors)
+
+    function.__doc__ = f"{_describe(kernel)} on torch tensors; backward runs the compiled VJP."
+    function.__name__ = kernel.name or "gradcomp_kernel"
+    function.kernel = kernel
+    return function
+
+
+class _KernelFunction(torch.autograd.Function):
+    """Forward: the compiled kernel.  Backward: the compiled VJP, summed over broadcast batch dims."""
+
+    @staticmethod
+    def forward(ctx, kernel, wrt, *tensors):
+        ctx.kernel, ctx.wrt = kernel, wrt
+        ctx.save_for_backward(*tensors)
+        value = np.asarray(kernel(*_full_batches(kernel, [_to_numpy(t, kernel.dtype) for t in tensors])))
+        return torch.from_numpy(value).to(_result_dtype(kernel, tensors))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, cotangent):
+        kernel, wrt = ctx.kernel, ctx.wrt
+        tensors = ctx.saved_tensors
+        # Gradient slots: kernel, wrt, then one per tensor.
+        needed = [i for i in wrt if ctx.needs_input_grad[2 + i]]
+        grads = [None] * len(tensors)
+        if not needed:
+            return (None, None, *grads)
+        arrays = _full_batches(kernel, [_to_numpy(t, kernel.dtype) for t in tensors])
+        vjps = kernel.vjp(*arrays, _to_numpy(cotangent, kernel.dtype))
+        if len(wrt) == 1:
+            vjps = (vjps,)
+        for index, vjp in zip(wrt, vjps):
+            if index in needed:
+                tensor = tensors[index]
+                summed = sum_to_shape(np.asarray(vjp), tuple(tensor.shape))
+                grads[index] = torch.from_numpy(summed).to(tensor.dtype)
+        return (None, None, *grads)
+
+
+def sum_to_shape(gradient: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``gradient`` summed over the dimensions along which an array of ``shape`` was broadcast to it."""
+    leading = gradient.ndim - len(shape)
+    if leading:
+        gradient = gradient.sum(axis=tuple(range(leading)))
+    stretched = tuple(axis for axis, size in enumerate(shape) if size == 1 and gradient.shape[axis] != 1)
+    if stretched:
+        gradient = gradient.sum(axis=stretched, keepdims=True)
+    return np.ascontiguousarray(gradient)
+
+
+def _wrt_indices(kernel) -> tuple[int, ...]:
+    # The runtime keeps wrt privately; prefer a public attribute if it gains one.
+    wrt = getattr(kernel, "wrt", None)
+    if wrt is None:
+        wrt = kernel._wrt
+    return tuple(wrt)
+
+
+def _describe(kernel) -> str:
+    return f"gradcomp kernel {kernel.name or kernel.key[:12]}"
+
+
+def _as_cpu_tensor(kernel, name: str, value) -> torch.Tensor:
+    tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+    if tensor.device.type != "cpu":
+        raise ValueError(
+            f"argument {name!r} of {_describe(kernel)} is on device {tensor.device}; gradcomp kernels run "
+            f"on the CPU: pass {name}.cpu() and move the result back with .to({str(tensor.device)!r}).")
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise TypeError(f"argument {name!r} of {_describe(kernel)} must be real numbers, got dtype {tensor.dtype}.")
+    return tensor
+
+
+def _to_numpy(tensor: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """A NumPy view (or copy, when the dtype differs) of a CPU tensor, in the kernel's dtype."""
+    array = tensor.detach().numpy()
+    return array if array.dtype == dtype else array.astype(dtype)
+
+
+def _result_dtype(kernel, tensors) -> torch.dtype:
+    floating = [t for t in tensors if t.is_floating_point()]
+    if not floating:
+        return getattr(torch, kernel.dtype.name)
+    dtype = floating[0].dtype
+    for tensor in floating[1:]:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    return dtype
+
+
+def _full_batches(kernel, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Arrays whose batch shapes only partly match the broadcast batch, broadcast to it in full.
+
+    Works around Kernel calls failing on partial broadcasts such as batches (4, 5) with (4, 1).
+    """
+    batches = [a.shape[:a.ndim - len(core)] for a, core in zip(arrays, kernel.arg_shapes)]
+    batch = np.broadcast_shapes(*batches)
+    return [a if shape == batch or prod(shape) == 1 else np.broadcast_to(a, batch + a.shape[len(shape):])
+            for a, shape in zip(arrays, batches)]
