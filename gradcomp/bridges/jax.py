@@ -18,7 +18,6 @@ Arguments outside the kernel's ``wrt`` get a zero cotangent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from math import prod
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +46,7 @@ def to_jax(kernel) -> Callable[..., jax.Array]:
 
         def host_vjp(*arrays):
             *inputs, cotangent_array = arrays
-            vjps = kernel.vjp(*_full_batches(kernel, [np.asarray(a, kernel.dtype) for a in inputs]),
+            vjps = kernel.vjp(*[np.asarray(a, kernel.dtype) for a in inputs],
                               np.asarray(cotangent_array, kernel.dtype))
             if len(wrt) == 1:
                 vjps = (vjps,)
@@ -93,7 +92,7 @@ def _forward(kernel, args):
     result = jax.ShapeDtypeStruct(batch + kernel.out_shape, args[0].dtype)
 
     def host_forward(*arrays):
-        value = kernel(*_full_batches(kernel, [np.asarray(a, kernel.dtype) for a in arrays]))
+        value = kernel(*[np.asarray(a, kernel.dtype) for a in arrays])
         return np.asarray(value).astype(result.dtype)
 
     return jax.pure_callback(host_forward, result, *args, vmap_method="broadcast_all")
@@ -124,13 +123,3 @@ def _result_dtype(kernel, arrays) -> np.dtype:
         return jnp.result_type(*floating)
     return jax.dtypes.canonicalize_dtype(kernel.dtype)
 
-
-def _full_batches(kernel, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    """Arrays whose batch shapes only partly match the broadcast batch, broadcast to it in full.
-
-    Works around Kernel calls failing on partial broadcasts such as batches (4, 5) with (4, 1).
-    """
-    batches = [a.shape[:a.ndim - len(core)] for a, core in zip(arrays, kernel.arg_shapes)]
-    batch = np.broadcast_shapes(*batches)
-    return [a if shape == batch or prod(shape) == 1 else np.broadcast_to(a, batch + a.shape[len(shape):])
-            for a, shape in zip(arrays, batches)]

@@ -20,7 +20,6 @@ Only CPU tensors are accepted; the backward is not itself differentiable.
 from __future__ import annotations
 
 from collections.abc import Callable
-from math import prod
 
 import numpy as np
 import torch
@@ -59,7 +58,7 @@ class _KernelFunction(torch.autograd.Function):
     def forward(ctx, kernel, wrt, *tensors):
         ctx.kernel, ctx.wrt = kernel, wrt
         ctx.save_for_backward(*tensors)
-        value = np.asarray(kernel(*_full_batches(kernel, [_to_numpy(t, kernel.dtype) for t in tensors])))
+        value = np.asarray(kernel(*[_to_numpy(t, kernel.dtype) for t in tensors]))
         return torch.from_numpy(value).to(_result_dtype(kernel, tensors))
 
     @staticmethod
@@ -72,7 +71,7 @@ class _KernelFunction(torch.autograd.Function):
         grads = [None] * len(tensors)
         if not needed:
             return (None, None, *grads)
-        arrays = _full_batches(kernel, [_to_numpy(t, kernel.dtype) for t in tensors])
+        arrays = [_to_numpy(t, kernel.dtype) for t in tensors]
         vjps = kernel.vjp(*arrays, _to_numpy(cotangent, kernel.dtype))
         if len(wrt) == 1:
             vjps = (vjps,)
@@ -133,13 +132,3 @@ def _result_dtype(kernel, tensors) -> torch.dtype:
         dtype = torch.promote_types(dtype, tensor.dtype)
     return dtype
 
-
-def _full_batches(kernel, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    """Arrays whose batch shapes only partly match the broadcast batch, broadcast to it in full.
-
-    Works around Kernel calls failing on partial broadcasts such as batches (4, 5) with (4, 1).
-    """
-    batches = [a.shape[:a.ndim - len(core)] for a, core in zip(arrays, kernel.arg_shapes)]
-    batch = np.broadcast_shapes(*batches)
-    return [a if shape == batch or prod(shape) == 1 else np.broadcast_to(a, batch + a.shape[len(shape):])
-            for a, shape in zip(arrays, batches)]
