@@ -91,7 +91,7 @@ class Printer:
     def _print_Add(self, expr) -> str:
         """Positive terms first, so signs print as subtraction; all negative -> -(a + b)."""
         signed = []
-        for term in sorted(expr.args, key=lambda t: (t.is_Number, str(t))):
+        for term in expr.args:
             coeff, rest = term.as_coeff_Mul()
             if rest.is_Number:
                 coeff, body = coeff * rest, None
@@ -284,7 +284,7 @@ def _method_source(program: Program, printer: Printer) -> tuple[str, int, int]:
         "@njit(cache=CACHE, error_model=\"numpy\", parallel=True)",
         f"def {m}_parallel(n, {params}):",
         "    for i in prange(n):",
-        f"        {m}_core(i, {params})",
+        f"        {m}_core(np.int64(i), {params})  # prange counts in uint64: one core signature for both",
         ""])
     text = f"\n# ---- {m} " + "-" * (70 - len(m)) + "\n\n" + "".join(parts) + "\n".join(core) + "\n\n" + driver
     return text, len(program.assignments), ops
@@ -323,8 +323,8 @@ def _split(program: Program, body: list[str]) -> tuple[list[str], list[str]]:
         needs = set()
         for a in program.assignments[start:end]:
             needs |= a.value.free_symbols
-        params = sorted((s for s in needs - defined), key=str)
-        results = sorted((s for s in defined & used_later[end]), key=str)
+        params = sorted((s for s in needs - defined), key=lambda s: s.name)
+        results = sorted((s for s in defined & used_later[end]), key=lambda s: s.name)
         name = f"{method}_part{number}"
         param_text = ", ".join(s.name for s in params)
         result_text = ", ".join(s.name for s in results)

@@ -111,7 +111,7 @@ class Graph:
 
     def leaf(self, name: str, source=None) -> sp.Symbol:
         """A new input scalar; ``source`` (a user leaf) lowers to it from now on."""
-        symbol = sp.Symbol(self.fresh_name(_identifier(name)), real=True)
+        symbol = sp.Symbol(self.fresh_name(_identifier(name)))
         self.lowered[symbol] = symbol
         if source is not None:
             self.lowered[source] = symbol
@@ -130,13 +130,13 @@ class Graph:
             self._temp_count += 1
             hint = f"t{self._temp_count}"
         is_boolean = isinstance(value, Boolean)
-        target = sp.Symbol(self.fresh_name(hint)) if is_boolean else sp.Symbol(self.fresh_name(hint), real=True)
+        target = sp.Symbol(self.fresh_name(hint))
         if is_boolean:
             self.boolean.add(target)
         self.order.append(target)
         self.value[target] = value
         self.operands[target] = tuple(
-            s for s in sorted(value.free_symbols, key=str) if s not in self.boolean)
+            s for s in sorted(value.free_symbols, key=_name) if s not in self.boolean)
         self.interned[value] = target
         self.lowered[target] = target
         return target
@@ -174,7 +174,7 @@ class Graph:
             return sp.Float(float(expr))
         if isinstance(expr, (sp.Symbol, MatrixElement)):
             self._missing.append(expr)
-            return sp.Symbol(f"missing_{len(self._missing)}", real=True)
+            return sp.Symbol(f"missing_{len(self._missing)}")
         if expr.is_Add:
             terms = []
             for term in expr.args:
@@ -211,7 +211,7 @@ class Graph:
                 coeff *= 1 / operand if reciprocal else operand
             else:
                 factors.append(operand**-1 if reciprocal else operand)
-        factors.sort(key=lambda f: (f.is_Pow, str(f)))  # numerators first: a*b/c
+        factors.sort(key=lambda f: (f.is_Pow, _name(f.base if f.is_Pow else f)))  # numerators first: a*b/c
         while len(factors) > 2:
             factors[:2] = [self.intern(sp.Mul(*factors[:2]))]
         return self.intern(sp.Mul(coeff, *factors), hint)
@@ -285,6 +285,10 @@ class Graph:
                 if value != 0:
                     tangent[target] = value
         return [self.lower(tangent.get(o, sp.S.Zero)) for o in outputs]
+
+
+def _name(symbol) -> str:
+    return symbol.name
 
 
 def _constant(value):
