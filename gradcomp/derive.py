@@ -135,7 +135,8 @@ class Graph:
             self.boolean.add(target)
         self.order.append(target)
         self.value[target] = value
-        self.operands[target] = tuple(
+        # the operands a derivative flows through: conditions are piecewise constant
+        self.operands[target] = () if is_boolean else tuple(
             s for s in sorted(value.free_symbols, key=_name) if s not in self.boolean)
         self.interned[value] = target
         self.lowered[target] = target
