@@ -19,7 +19,7 @@ from . import __version__
 from .cache import open_cache
 from .codegen import generate
 from .derive import derive
-from .runtime import Kernel, source_key
+from .runtime import Kernel
 from .spec import Signature, make_signature
 
 log = logging.getLogger("gradcomp")
@@ -39,25 +39,24 @@ def compile(outputs, args: Sequence, *, wrt: Sequence[int] | None = None, name: 
     started = time.perf_counter()
     signature = make_signature(outputs, args, wrt, name, dtype, _arg_names)
     store = open_cache(cache)
-    key = kernel_key(signature)
-    if store is not None:
-        kernel = store.lookup(key)
-        if kernel is not None:
-            log.info("cache hit %s (%s) in %.3f s", key[:12], name or "unnamed", time.perf_counter() - started)
-            return kernel
+    subject = subject_key(signature)
+    key = kernel_key(subject)
+    if store is None:
+        module = _generate(signature, key, started)
+        return Kernel(module.meta, module.source)
+    return store.get_or_build(key, lambda: _generate(signature, key, started), subject=subject, name=name)
+
+
+def _generate(signature: Signature, key: str, started: float):
+    """Differentiate and print: what a cache hit skips."""
     derived_at = time.perf_counter()
     derivation = derive(signature)
     printed_at = time.perf_counter()
     module = generate(derivation, key)
     done_at = time.perf_counter()
     log.info("compiled %s: signature+key %.3f s, derive %.3f s, codegen %.3f s",
-             name or key[:12], derived_at - started, printed_at - derived_at, done_at - printed_at)
-    if store is not None:
-        try:
-            return store.store(module.source, source_key(module.source), module.meta)
-        except OSError as exc:
-            log.warning("cache %s is not writable (%s); this kernel is compiled in memory only.", store.root, exc)
-    return Kernel(module.meta, module.source)
+             signature.name or key[:12], derived_at - started, printed_at - derived_at, done_at - printed_at)
+    return module
 
 
 def kernel(fn: Callable | None = None, *, wrt=None, name=None, cache=None, dtype="float64", **shapes):
@@ -113,20 +112,27 @@ def _indices(shape):
             yield (first,) + rest
 
 
-def kernel_key(signature: Signature) -> str:
-    """Hash of what was compiled (its expression DAG, arguments, options) and every version involved."""
-    import llvmlite
-    import numba
-    import numpy
+def subject_key(signature: Signature) -> str:
+    """Hash of what was compiled: its expression DAG, arguments and options (no versions)."""
     digest = hashlib.sha256()
-    for part in (__version__, sp.__version__, numba.__version__, llvmlite.__version__, numpy.__version__,
-                 platform.python_version(), platform.machine(), signature.name, signature.dtype,
-                 signature.wrt, signature.out_shape):
+    for part in (signature.name, signature.dtype, signature.wrt, signature.out_shape):
         digest.update(repr(part).encode() + b"\0")
     for argument in signature.arguments:
         digest.update(f"{argument.name}{argument.shape}{[sp.srepr(leaf) for leaf in argument.leaves]}".encode())
     for line in _dag_lines(signature.outputs):
         digest.update(line.encode() + b"\n")
+    return digest.hexdigest()[:40]
+
+
+def kernel_key(subject: str) -> str:
+    """The cache key: the subject hash plus every version involved (a new version misses the cache)."""
+    import llvmlite
+    import numba
+    import numpy
+    digest = hashlib.sha256()
+    for part in (__version__, sp.__version__, numba.__version__, llvmlite.__version__, numpy.__version__,
+                 platform.python_version(), platform.machine(), subject):
+        digest.update(repr(part).encode() + b"\0")
     return digest.hexdigest()[:40]
 
 
