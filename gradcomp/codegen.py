@@ -10,7 +10,7 @@ an argument shared by the whole batch has one row and a step of 0.
 
 from __future__ import annotations
 
-import ast
+import re
 from typing import NamedTuple
 
 import sympy as sp
@@ -177,21 +177,21 @@ def _power_product(base: str, n: int) -> str:
     return f"{square}*{base}" if n % 2 else square
 
 
-def count_operations(source_lines) -> int:
-    """Arithmetic operations and calls in generated statements (casts of literals excluded)."""
+_NUMBER = re.compile(r"(?<![\w.])\d[\d.]*(?:e[+-]?\d+)?")
+_CALL = re.compile(r"(?<![\w.])(?!f32\(|int\(|float\()[A-Za-z_][\w.]*\(")
+_OPERATORS = re.compile(r"\*\*|==|!=|<=|>=|[-+*/<>]| if | and | or |\bnot ")
+
+
+def count_operations(statements) -> int:
+    """Arithmetic operations, comparisons, selects and calls in generated statements.
+
+    Counted on the printed text (literals and dtype casts excluded), so the
+    number is what the generated code does; linear in its length.
+    """
     total = 0
-    for line in source_lines:
-        for node in ast.walk(ast.parse(line.strip())):
-            if isinstance(node, (ast.BinOp, ast.IfExp)) or (
-                    isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.Not))):
-                total += 1
-            elif isinstance(node, ast.Compare):
-                total += len(node.ops)
-            elif isinstance(node, ast.BoolOp):
-                total += len(node.values) - 1
-            elif isinstance(node, ast.Call):
-                name = node.func.id if isinstance(node.func, ast.Name) else None
-                total += name not in _NOT_OPERATIONS
+    for statement in statements:
+        expression = _NUMBER.sub("0", statement.split(" = ", 1)[-1])
+        total += len(_OPERATORS.findall(expression)) + len(_CALL.findall(expression))
     return total
 
 
@@ -237,7 +237,7 @@ def _header(signature, meta, printer) -> str:
         "value_and_vjp, Jacobian-vector product (jvp), Jacobian and (scalar output) Hessian.",
         "Per point (arithmetic operations and calls in each method's core):",
         counts,
-        f"Key {meta['key']}; gradcomp {meta['gradcomp']}.",
+        f"Key {meta['key']}, gradcomp {meta['gradcomp']}.",
         '"""',
         "import math",
         "",
@@ -308,23 +308,19 @@ def _split(program: Program, body: list[str]) -> tuple[list[str], list[str]]:
     if len(body) <= PART_STATEMENTS:
         return [], body
     targets = [a.target for a in program.assignments]
-    used_later: list[set] = [set() for _ in range(len(targets) + 1)]
-    outputs = {o for b in program.outputs for o in b.operands if isinstance(o, sp.Symbol)}
-    live = set(outputs)
-    for k in range(len(targets) - 1, -1, -1):
-        used_later[k + 1] = set(live)
-        live |= program.assignments[k].value.free_symbols
-    used_later[0] = live
+    uses = [a.value.free_symbols for a in program.assignments]
+    last_use = {o: len(targets) for b in program.outputs for o in b.operands if isinstance(o, sp.Symbol)}
+    for index, used in enumerate(uses):
+        for symbol in used:
+            last_use[symbol] = max(last_use.get(symbol, index), index)
     parts, calls = [], []
     method = program.method
     for number, start in enumerate(range(0, len(body), PART_STATEMENTS)):
         end = min(start + PART_STATEMENTS, len(body))
         defined = set(targets[start:end])
-        needs = set()
-        for a in program.assignments[start:end]:
-            needs |= a.value.free_symbols
+        needs = set().union(*uses[start:end])
         params = sorted((s for s in needs - defined), key=lambda s: s.name)
-        results = sorted((s for s in defined & used_later[end]), key=lambda s: s.name)
+        results = sorted((s for s in defined if last_use.get(s, -1) >= end), key=lambda s: s.name)
         name = f"{method}_part{number}"
         param_text = ", ".join(s.name for s in params)
         result_text = ", ".join(s.name for s in results)
