@@ -15,6 +15,8 @@ from math import prod
 import numpy as np
 
 _NUMERIC_KINDS = "biuf"
+CHUNK_BYTES = 64 << 20
+"""Inputs that need converting (dtype, layout, partial broadcast) are converted this much at a time."""
 
 
 class _Method:
@@ -58,20 +60,24 @@ class Kernel:
         self.arg_names: tuple[str, ...] = tuple(name for name, _ in self._arguments)
 
     # -- public methods ----------------------------------------------------
-    def __call__(self, *xs):
-        """y = f(*xs): batch + out_shape."""
-        return self._run("forward", xs)[0]
+    def __call__(self, *xs, out=None):
+        """y = f(*xs): batch + out_shape.  ``out``: a preallocated result array (C-contiguous, kernel dtype)."""
+        return self._run("forward", xs, out)[0]
 
-    def vjp(self, *xs_and_v):
-        """vᵀJ for cotangent v (batch + out_shape): batch + arg_shape, a tuple for several wrt."""
-        return self._per_wrt(self._run("vjp", xs_and_v))
+    def vjp(self, *xs_and_v, out=None):
+        """vᵀJ for cotangent v (batch + out_shape): batch + arg_shape, a tuple for several wrt.
 
-    def value_and_vjp(self, *xs_and_v):
-        """(y, vᵀJ) from one fused evaluation."""
-        results = self._run("value_and_vjp", xs_and_v)
+        What PyTorch's ``y.backward(gradient=v)`` leaves in ``x.grad``.  ``out``:
+        preallocated results (a tuple for several wrt arguments) to write into.
+        """
+        return self._per_wrt(self._run("vjp", xs_and_v, out))
+
+    def value_and_vjp(self, *xs_and_v, out=None):
+        """(y, vᵀJ) from one fused evaluation; ``out`` is a tuple (y, vjp...) of preallocated arrays."""
+        results = self._run("value_and_vjp", xs_and_v, out)
         return results[0], self._per_wrt(results[1:])
 
-    def jvp(self, *xs_and_t):
+    def jvp(self, *xs_and_t, out=None):
         """J t: batch + out_shape; t is a tuple of tangents when there are several wrt arguments."""
         if len(xs_and_t) == len(self._arguments) + 1 and len(self._wrt) > 1:
             tangents = xs_and_t[-1]
@@ -80,28 +86,28 @@ class Kernel:
                     f"jvp() needs a tuple of {len(self._wrt)} tangents, one per wrt argument "
                     f"({', '.join(self._wrt_names())}); got {type(tangents).__name__}.")
             xs_and_t = tuple(xs_and_t[:-1]) + tuple(tangents)
-        return self._run("jvp", xs_and_t)[0]
+        return self._run("jvp", xs_and_t, out)[0]
 
-    def jacobian(self, *xs):
+    def jacobian(self, *xs, out=None):
         """batch + out_shape + arg_shape (a tuple for several wrt arguments)."""
-        return self._per_wrt(self._run("jacobian", xs))
+        return self._per_wrt(self._run("jacobian", xs, out))
 
-    def grad(self, *xs):
+    def grad(self, *xs, out=None):
         """Gradient of a scalar output: vjp with v = 1."""
-        return self._per_wrt(self._run("vjp", (*xs, self._one())))
+        return self._per_wrt(self._run("vjp", (*xs, self._one()), out))
 
-    def value_and_grad(self, *xs):
+    def value_and_grad(self, *xs, out=None):
         """(y, grad) of a scalar output; fits ``scipy.optimize.minimize(..., jac=True)``."""
-        results = self._run("value_and_vjp", (*xs, self._one()))
+        results = self._run("value_and_vjp", (*xs, self._one()), out)
         return results[0], self._per_wrt(results[1:])
 
-    def hessian(self, *xs):
+    def hessian(self, *xs, out=None):
         """Hessian of a scalar output with one wrt argument: batch + arg_shape + arg_shape."""
         if "hessian" not in self._methods:
             raise ValueError(
                 f"hessian() needs a scalar output and one wrt argument; this kernel has output shape "
                 f"{self.out_shape} and wrt ({', '.join(self._wrt_names())}). Use jacobian() of a gradient kernel.")
-        return self._run("hessian", xs)[0]
+        return self._run("hessian", xs, out)[0]
 
     def precompile(self, methods=None, parallel: bool = True) -> None:
         """Compile ``methods`` (default: all) now, serial and (optionally) parallel drivers.
@@ -164,7 +170,7 @@ class Kernel:
         method.serial = getattr(self._module, f"{method.name}_serial")
         method.parallel = getattr(self._module, f"{method.name}_parallel")
 
-    def _run(self, name: str, values):
+    def _run(self, name: str, values, out=None):
         """Check, broadcast and flatten the inputs; run the driver; shape the outputs.
 
         This is the hot path of every call: a single point costs a few
@@ -176,6 +182,8 @@ class Kernel:
             self._wrong_count(name, method, values)
         dtype = self.dtype
         call_args = []
+        if out is not None:
+            return self._run_general(method, values, out)
         for (_, core, size), value in zip(inputs, values):  # one point, exact core shapes: no broadcasting
             if type(value) is np.ndarray and value.dtype is dtype and value.shape == core and value.flags.c_contiguous:
                 call_args += (value.reshape(1, size), 0)
@@ -183,6 +191,12 @@ class Kernel:
                 break
         else:
             return self._run_point(method, call_args)
+        return self._run_general(method, values, None)
+
+    def _run_general(self, method, values, out):
+        """Any batch shapes: convert, broadcast, run on all points, shape the results."""
+        inputs = method.inputs
+        dtype = self.dtype
         arrays, batches = [], []
         for (block, core, _), value in zip(inputs, values):
             array = value if type(value) is np.ndarray and value.dtype is dtype else self._as_array(value, block)
@@ -197,25 +211,73 @@ class Kernel:
                 batch = self._broadcast(method, batches)
                 break
         points = prod(batch)
-        call_args = []
-        if points == 1 and batch == ():
+        if points == 1 and batch == () and out is None:
             return self._run_point(method, [a for array, (_, _, size) in zip(arrays, inputs)
-                                            for a in (np.ascontiguousarray(array).reshape(1, size), 0)])
-        for array, (_, _, size), shape in zip(arrays, inputs, batches):
-            shared = shape != batch and prod(shape) == 1  # one row serves every point: step 0
-            if shape != batch and not shared:
-                array = np.broadcast_to(array, batch + array.shape[len(shape):])  # rare: a partial broadcast
-            if not array.flags.c_contiguous:
-                array = np.ascontiguousarray(array)
-            call_args.append(array.reshape(1 if shared else points, size))
-            call_args.append(0 if shared else 1)
-        outputs = [np.empty((points, size), dtype) for _, _, size in method.outputs]
+                                            for a in (np.ascontiguousarray(array, dtype).reshape(1, size), 0)])
+        if out is None:
+            results = [np.empty(batch + shape, dtype) for _, shape, _ in method.outputs]
+        else:
+            results = self._check_out(method, out, batch)
+        rows = [result.reshape(points, size) for result, (_, _, size) in zip(results, method.outputs)]
         if points:
             if method.serial is None:
                 self._load(method)
+            self._drive(method, arrays, batches, batch, rows)
+        return results
+
+    def _drive(self, method, arrays, batches, batch, rows):
+        """Run the driver over all points, converting inputs in chunks of bounded size.
+
+        Inputs that are already C-contiguous in the kernel's dtype are passed as
+        views (no copy at all); others are converted a chunk of points at a
+        time, so no temporary grows with the batch.
+        """
+        dtype = self.dtype
+        points = prod(batch)
+        ready = all(a.dtype == dtype and a.flags.c_contiguous and (b == batch or prod(b) == 1)
+                    for a, b in zip(arrays, batches))
+        point_bytes = dtype.itemsize * sum(size for _, _, size in method.inputs)
+        if ready or not batch or points * point_bytes <= CHUNK_BYTES:
+            call_args = []
+            for array, (_, _, size), shape in zip(arrays, method.inputs, batches):
+                shared = shape != batch and prod(shape) == 1  # one row serves every point: step 0
+                if shape != batch and not shared:
+                    array = np.broadcast_to(array, batch + array.shape[len(shape):])  # rare: a partial broadcast
+                array = np.ascontiguousarray(array, dtype)
+                call_args += (array.reshape(1 if shared else points, size), 0 if shared else 1)
             driver = method.parallel if points >= method.parallel_min_points else method.serial
-            driver(points, *call_args, *outputs)
-        return [out.reshape(batch + shape) for out, (_, shape, _) in zip(outputs, method.outputs)]
+            driver(points, *call_args, *rows)
+            return
+        inner = prod(batch[1:])
+        step = max(1, CHUNK_BYTES // (point_bytes * inner))
+        for start in range(0, batch[0], step):
+            stop = min(start + step, batch[0])
+            pick = start if step == 1 else slice(start, stop)  # an index drops the axis, so recursion ends
+            sub_arrays, sub_batches = [], []
+            for array, shape in zip(arrays, batches):
+                if len(shape) == len(batch):
+                    array = array[pick if shape[0] != 1 else (0 if step == 1 else slice(None))]
+                    shape = array.shape[:len(shape) - (step == 1)]
+                sub_arrays.append(array)
+                sub_batches.append(shape)
+            sub_batch = batch[1:] if step == 1 else (stop - start,) + batch[1:]
+            self._drive(method, sub_arrays, sub_batches, sub_batch, [r[start * inner:stop * inner] for r in rows])
+
+    def _check_out(self, method, out, batch):
+        """The user's preallocated results: one per output block, exact shape, dtype, C order."""
+        expected = [batch + shape for _, shape, _ in method.outputs]
+        given = (out,) if isinstance(out, np.ndarray) else tuple(out) if isinstance(out, (tuple, list)) else None
+        if given is None or len(given) != len(expected):
+            raise TypeError(f"out must be {len(expected)} array(s) of shape(s) {expected}, got {type(out).__name__}.")
+        for (block, _, _), array, shape in zip(method.outputs, given, expected):
+            if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != self.dtype:
+                raise ValueError(
+                    f"out for {block!r} must be an array of shape {shape} and dtype {self.dtype}, got "
+                    f"{getattr(array, 'shape', type(array).__name__)} {getattr(array, 'dtype', '')}.")
+            if not (array.flags.c_contiguous and array.flags.writeable):
+                raise ValueError(f"out for {block!r} must be C-contiguous and writeable "
+                                 f"(np.empty({shape}) or an np.memmap in mode 'w+').")
+        return list(given)
 
     def _run_point(self, method, call_args):
         dtype = self.dtype
@@ -239,12 +301,11 @@ class Kernel:
         raise ValueError(f"argument {block!r} has shape {shape}; its core shape is () (a scalar per point).")
 
     def _as_array(self, value, block):
+        """An ndarray of real numbers (converted to the kernel's dtype later, chunk by chunk)."""
         array = np.asarray(value)
-        if array.dtype != self.dtype:
-            if array.dtype.kind not in _NUMERIC_KINDS:
-                raise TypeError(
-                    f"argument {block!r} must be real numbers, got {type(value).__name__} of dtype {array.dtype}.")
-            array = array.astype(self.dtype)
+        if array.dtype.kind not in _NUMERIC_KINDS:
+            raise TypeError(
+                f"argument {block!r} must be real numbers, got {type(value).__name__} of dtype {array.dtype}.")
         return array
 
     def _broadcast(self, method, batches):
