@@ -1,0 +1,188 @@
+"""The ``gradcomp`` command: manage kernel caches, precompile a file's kernels, export a kernel.
+
+    gradcomp cache list|info|clear|prune [--cache DIR]
+    gradcomp precompile FILE.py [--cache DIR]
+    gradcomp export NAME -o kernel_module.py [--cache DIR]
+
+The cache commands import neither SymPy nor Numba.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .cache import Cache, Entry, current_versions, default_root, max_bytes
+from .errors import CacheError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    arguments = _parser().parse_args(argv)
+    try:
+        return arguments.run(arguments)
+    except (CacheError, KeyError, ValueError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"gradcomp: {message}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gradcomp", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    cache_dir = argparse.ArgumentParser(add_help=False)
+    cache_dir.add_argument("--cache", metavar="DIR", help="cache directory (default: $GRADCOMP_CACHE_DIR, else "
+                                                            f"{default_root()})")
+
+    cache = commands.add_parser("cache", help="inspect or clean a kernel cache")
+    actions = cache.add_subparsers(required=True, metavar="ACTION")
+    actions.add_parser("list", parents=[cache_dir], help="one line per cached kernel").set_defaults(run=_list)
+    actions.add_parser("info", parents=[cache_dir], help="where the cache is, how big, which versions"
+                       ).set_defaults(run=_info)
+    actions.add_parser("clear", parents=[cache_dir], help="remove every cached kernel").set_defaults(run=_clear)
+    prune = actions.add_parser("prune", parents=[cache_dir],
+                               help="remove stray files, entries of other versions, least recently used entries")
+    prune.add_argument("--max-bytes", type=int, metavar="N", help="size to prune down to (default: "
+                                                                  "$GRADCOMP_CACHE_MAX_BYTES, else 1 GiB)")
+    prune.set_defaults(run=_prune)
+
+    precompile = commands.add_parser("precompile", parents=[cache_dir],
+                                     help="import FILE.py and compile every Kernel it defines at module level")
+    precompile.add_argument("file", metavar="FILE.py")
+    precompile.set_defaults(run=_precompile)
+
+    export = commands.add_parser("export", parents=[cache_dir],
+                                 help="write a cached kernel as a module that needs only NumPy and Numba")
+    export.add_argument("name", metavar="NAME", help="the name the kernel was compiled under")
+    export.add_argument("-o", "--output", required=True, metavar="FILE.py")
+    export.set_defaults(run=_export)
+    return parser
+
+
+def _open(arguments) -> Cache:
+    return Cache(arguments.cache or default_root())
+
+
+# -- cache ---------------------------------------------------------------------
+
+def _list(arguments) -> int:
+    cache = _open(arguments)
+    entries = cache.entries()
+    if not entries:
+        print(f"no kernels in {cache.root}")
+        return 0
+    rows = [("NAME", "KEY", "SIZE", "LAST USED", "COMPILED")]
+    rows += [(entry.name or "-", entry.key[:12] + (" (stale)" if entry.stale else ""), _bytes(entry.size),
+              time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used)), _compiled(entry))
+             for entry in reversed(entries)]  # most recently used first
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def _info(arguments) -> int:
+    cache = _open(arguments)
+    entries = cache.entries()
+    stale = sum(entry.stale for entry in entries)
+    print(f"cache directory   {cache.root}")
+    print(f"entries           {len(entries)} ({stale} of other versions, removed by `gradcomp cache prune`)")
+    print(f"size              {_bytes(cache.total_bytes())} of at most {_bytes(max_bytes())}")
+    print("versions          " + ", ".join(f"{package} {version}" for package, version in current_versions().items()))
+    return 0
+
+
+def _clear(arguments) -> int:
+    cache = _open(arguments)
+    freed = cache.clear()
+    print(f"cleared {cache.root}: {_bytes(freed)} freed")
+    return 0
+
+
+def _prune(arguments) -> int:
+    cache = _open(arguments)
+    before = cache.total_bytes()
+    removed = cache.prune(limit=arguments.max_bytes)
+    counts = ", ".join(f"{count} {what}" for what, count in removed.items())
+    print(f"pruned {cache.root}: removed {counts}; {_bytes(before - cache.total_bytes())} freed")
+    return 0
+
+
+def _compiled(entry: Entry) -> str:
+    """'forward(serial, parallel) vjp(serial)': the drivers Numba has machine code for."""
+    return " ".join(f"{method}({', '.join(drivers)})" for method, drivers in entry.compiled.items()) or "-"
+
+
+def _bytes(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+# -- precompile ----------------------------------------------------------------
+
+def _precompile(arguments) -> int:
+    if arguments.cache:
+        os.environ["GRADCOMP_CACHE_DIR"] = str(Path(arguments.cache).expanduser().resolve())
+    kernels = _kernels_of(Path(arguments.file))
+    if not kernels:
+        print(f"gradcomp: {arguments.file} defines no Kernel at module level; nothing to precompile.",
+              file=sys.stderr)
+        return 1
+    for name, kernel in kernels:
+        if kernel.path is None:
+            print(f"gradcomp: warning: {name} has no disk cache (cache=False or an unwritable cache); its "
+                  f"machine code will not outlive this command.", file=sys.stderr)
+    tasks = [(name, kernel, method) for name, kernel in kernels for method in kernel.methods]
+    for _name, kernel, method in _progress(tasks, lambda task: f"{task[0]}.{task[2]}"):
+        kernel.precompile([method])
+    print(f"precompiled {len(kernels)} kernel(s), {len(tasks)} method(s): "
+          + ", ".join(name for name, _ in kernels))
+    return 0
+
+
+def _kernels_of(file: Path) -> list[tuple[str, object]]:
+    """Import ``file`` (its directory importable, as when run as a script) and collect its Kernels."""
+    from .runtime import Kernel
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist; pass the path of a Python file that defines kernels.")
+    sys.path.insert(0, str(file.resolve().parent))
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[file.stem] = module
+    spec.loader.exec_module(module)
+    return [(name, value) for name, value in vars(module).items() if isinstance(value, Kernel)]
+
+
+def _progress(tasks: list, describe):
+    """tqdm's bar when tqdm is installed, else one line per task."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        for number, task in enumerate(tasks, 1):
+            print(f"[{number}/{len(tasks)}] {describe(task)}", flush=True)
+            yield task
+        return
+    with tqdm(tasks, unit="method", desc="precompiling") as bar:
+        for task in bar:
+            bar.set_postfix_str(describe(task))
+            yield task
+
+
+# -- export --------------------------------------------------------------------
+
+def _export(arguments) -> int:
+    from .cache import load
+    from .export import write_export
+    kernel = load(arguments.name, cache=arguments.cache)
+    path = write_export(kernel, arguments.output)
+    print(f"wrote {path}: `import {path.stem}; {path.stem}.kernel(...)`, {path.stem}.vjp(...), ... "
+          f"(needs only NumPy and Numba)")
+    return 0
