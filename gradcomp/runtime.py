@@ -195,6 +195,9 @@ class Kernel:
 
     def _run_general(self, method, values, out):
         """Any batch shapes: convert, broadcast, run on all points, shape the results."""
+        if any(type(value).__module__.startswith("dask.array") for value in values):
+            from .bridges.dask import run_blockwise
+            return run_blockwise(self, method, values)
         inputs = method.inputs
         dtype = self.dtype
         arrays, batches = [], []

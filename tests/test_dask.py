@@ -1,0 +1,54 @@
+"""Kernels on dask arrays: blockwise, lazy, and runnable on a distributed cluster."""
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import gradcomp as gc
+
+da = pytest.importorskip("dask.array")
+RNG = np.random.default_rng(11)
+
+
+@pytest.fixture(scope="module")
+def layer():
+    x = sp.symbols("x0:3")
+    W = sp.MatrixSymbol("W", 2, 3)
+    return gc.compile([sp.tanh(sum(W[i, j] * x[j] for j in range(3))) for i in range(2)], [list(x), W],
+                      wrt=[0, 1])
+
+
+@pytest.fixture(scope="module")
+def batch():
+    x = RNG.standard_normal((1000, 3))
+    return da.from_array(x, chunks=(300, 3)), x, RNG.standard_normal((2, 3)), RNG.standard_normal((1000, 2))
+
+
+def test_forward_on_a_dask_array_is_a_lazy_dask_array(layer, batch):
+    lazy_x, x, W, _ = batch
+    y = layer(lazy_x, W)
+    assert type(y).__module__.startswith("dask.array") and y.shape == (1000, 2)
+    assert y.chunks[0] == lazy_x.chunks[0]
+    np.testing.assert_array_equal(y.compute(), layer(x, W))
+
+
+def test_vjp_and_jvp_on_dask_arrays_match_numpy(layer, batch):
+    lazy_x, x, W, v = batch
+    lazy_v = da.from_array(v, chunks=(300, 2))
+    grad_x, grad_W = da.compute(*layer.vjp(lazy_x, W, lazy_v))
+    expected_x, expected_W = layer.vjp(x, W, v)
+    np.testing.assert_array_equal(grad_x, expected_x)
+    np.testing.assert_array_equal(grad_W, expected_W)
+    tangents = (np.ones(3), np.zeros((2, 3)))
+    np.testing.assert_array_equal(layer.jvp(lazy_x, W, tangents).compute(), layer.jvp(x, W, tangents))
+
+
+def test_a_local_cluster_of_worker_processes_runs_the_kernel(layer, batch):
+    distributed = pytest.importorskip("distributed")
+    lazy_x, x, W, _ = batch
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        y = client.compute(layer(lazy_x, W)).result()
+        workers_without_sympy = client.run(lambda: "sympy" not in __import__("sys").modules)
+    np.testing.assert_array_equal(y, layer(x, W))
+    assert len(workers_without_sympy) == 2 and all(workers_without_sympy.values())
