@@ -67,7 +67,7 @@ def write_export(kernel: Kernel, path: str | Path) -> Path:
 
 
 def _runtime_source() -> str:
-    """gradcomp.runtime without its docstring, its future import and what reaches into gradcomp."""
+    """gradcomp.runtime without its docstring, future import and imports from the rest of gradcomp."""
     source = inspect.getsource(runtime)
     tree = ast.parse(source)
     kept = []
@@ -76,16 +76,19 @@ def _runtime_source() -> str:
             continue
         if isinstance(node, ast.FunctionDef) and node.name in _OMITTED_FUNCTIONS:
             continue
-        if isinstance(node, ast.ClassDef):
-            node.body = [item for item in node.body if not _reaches_into_gradcomp(item)]
-        kept.append(node)
+        kept.append(_WithoutGradcomp().visit(node))
     text = ast.unparse(ast.Module(body=kept, type_ignores=[]))
     return text if "\nimport sys\n" in f"\n{text}" else "import sys\n" + text
 
 
-def _reaches_into_gradcomp(node: ast.AST) -> bool:
-    """A method with a relative import (``from .bridges ...``) needs gradcomp, which the export lacks."""
-    return any(isinstance(inner, ast.ImportFrom) and inner.level > 0 for inner in ast.walk(node))
+class _WithoutGradcomp(ast.NodeTransformer):
+    """``from .bridges.torch import ...`` (reaching into gradcomp) -> raise ImportError: the export lacks it."""
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST:
+        if not node.level:
+            return node
+        message = f"this needs gradcomp (gradcomp.{node.module}), which an exported kernel module does without"
+        return ast.copy_location(ast.parse(f"raise ImportError({message!r})").body[0], node)
 
 
 def _is_docstring(node: ast.AST) -> bool:
