@@ -131,7 +131,9 @@ class Printer:
         if exponent.is_Integer:
             n = int(exponent)
             product = _power_product(self._atom(base), abs(n))
-            return product if n > 0 else f"{one}/({product})"
+            if n > 0:
+                return product
+            return f"{one}/{product}" if abs(n) == 1 else f"{one}/({product})"
         if exponent == sp.S.Half:
             return f"math.sqrt({self(base)})"
         if exponent == -sp.S.Half:
@@ -264,8 +266,12 @@ def _method_source(program: Program, printer: Printer) -> tuple[str, int, int]:
     reads = [f"r{k} = i * {step}" for k, (_, step) in enumerate(arrays["in"])]
     for k, (block, (array, _)) in enumerate(zip(program.inputs, arrays["in"])):
         reads += [f"{s.name} = {array}[r{k}, {j}]" for j, s in enumerate(block.operands)]
-    writes = [f"{array}[i, {j}] = {printer(o) if not isinstance(o, sp.Symbol) else o.name}"
-              for block, array in zip(program.outputs, arrays["out"]) for j, o in enumerate(block.operands)]
+    writes = []
+    for block, array in zip(program.outputs, arrays["out"]):
+        zeros = sum(1 for o in block.operands if o == 0)
+        if zeros > 1:  # sparse results (Hessians, Jacobians): clear the row once, write the rest
+            writes.append(f"{array}[i, :] = {printer.literal(0)}")
+        writes += [f"{array}[i, {j}] = {printer(o)}" for j, o in enumerate(block.operands) if zeros <= 1 or o != 0]
     parts, body = _split(program, body)
     params = ", ".join([f"{a}, {s}" for a, s in arrays["in"]] + arrays["out"])
     m = program.method

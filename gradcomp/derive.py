@@ -266,6 +266,32 @@ class Graph:
             stack.extend(s for s in self.uses[target] if s in self.value)
         return [t for t in self.order if t in needed]
 
+    def chain(self, target, operand, weight):
+        """``weight * d target / d operand``, the term a sweep adds (adjoint or tangent).
+
+        Where a branch is inactive the term is *selected* away rather than
+        multiplied by 0, so a NaN or inf in an untaken branch (sqrt of a
+        negative, 1/0) never leaks into the derivative: a Piecewise passes its
+        weight to the active branch only, and a weight that is itself such a
+        selection gates everything computed from it.
+        """
+        value = self.value[target]
+        if isinstance(value, sp.Piecewise):
+            return sp.Add(*(_select(value.args, k, weight) for k, (branch, _) in enumerate(value.args)
+                            if branch == operand))
+        partial = self.partial(target, operand)
+        if partial == 0:
+            return sp.S.Zero
+        coeff, symbol = weight.as_coeff_Mul()
+        gate = self.value.get(symbol)
+        if isinstance(gate, sp.Piecewise):
+            inner = {branch for branch, _ in gate.args if branch != 0}
+            if len(inner) == 1:
+                (inner,) = inner
+                return sp.Piecewise(*((branch if branch == 0 else coeff * inner * partial, condition)
+                                      for branch, condition in gate.args))
+        return weight * partial
+
     def reverse_sweep(self, seeds, sources, active) -> list:
         """Adjoints of ``sources`` given ``(operand, cotangent)`` seeds: one VJP pass."""
         contributions = defaultdict(list)
@@ -280,21 +306,29 @@ class Graph:
                 continue
             for operand in self.operands[target]:
                 if operand in active:
-                    partial = self.partial(target, operand)
-                    if partial != 0:
-                        contributions[operand].append(adjoint * partial)
+                    term = self.chain(target, operand, adjoint)
+                    if term != 0:
+                        contributions[operand].append(term)
         return [self.lower(sp.Add(*contributions.get(s, [])), hint=f"{s}_bar") for s in sources]
 
     def forward_sweep(self, tangents: dict, outputs) -> list:
         """Tangents of ``outputs`` given tangents of some leaves: one JVP pass."""
         tangent = dict(tangents)
         for target in self.ancestors(outputs):
-            terms = [self.partial(target, s) * tangent[s] for s in self.operands[target] if s in tangent]
+            terms = [self.chain(target, s, tangent[s]) for s in self.operands[target] if s in tangent]
             if terms:
                 value = self.scaled(sp.Add(*terms), hint=f"{target}_dot")
                 if value != 0:
                     tangent[target] = value
         return [self.lower(tangent.get(o, sp.S.Zero)) for o in outputs]
+
+
+def _select(pairs, k, weight):
+    """Piecewise: ``weight`` where branch k is the active one, else 0."""
+    selected = [(sp.S.Zero, condition) for _, condition in pairs[:k]] + [(weight, pairs[k][1])]
+    if pairs[k][1] != sp.true:
+        selected.append((sp.S.Zero, sp.true))
+    return sp.Piecewise(*selected)
 
 
 def _name(symbol) -> str:
@@ -352,7 +386,9 @@ def _partial(value, operand, target):
             return exponent * base ** (exponent - 1)
         if exponent == sp.S.Half:
             return sp.S.Half / target
-        return exponent * target / base  # exponent * base**(exponent - 1), reusing the power
+        if exponent.is_Number and exponent < 1:
+            return exponent * target / base  # reuses the power; at base 0 the derivative is infinite anyway
+        return exponent * base ** (exponent - 1)  # finite at base 0 where exponent > 1
     rule = RULES.get(type(value))
     if rule is not None and rule.partials is not None:
         partials = rule.partials(value.args, target)
