@@ -55,6 +55,8 @@ class Kernel:
         self._methods = {name: _Method(name, info) for name, info in meta["methods"].items()}
         self._arguments = [(name, tuple(shape)) for name, shape in meta["arguments"]]
         self._wrt = meta["wrt"]
+        self.wrt: tuple[int, ...] = tuple(meta["wrt"])
+        """Indices of the differentiated arguments, in the order derivatives are returned."""
         self.out_shape: tuple[int, ...] = tuple(meta["out_shape"])
         self.arg_shapes: tuple[tuple[int, ...], ...] = tuple(shape for _, shape in self._arguments)
         self.arg_names: tuple[str, ...] = tuple(name for name, _ in self._arguments)

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._common import describe, sum_to_shape
+
 __all__ = ["to_jax"]
 
 
@@ -31,7 +33,7 @@ def to_jax(kernel) -> Callable[..., jax.Array]:
 
     Arguments may carry leading batch dimensions before their core shapes.
     """
-    wrt = _wrt_indices(kernel)
+    wrt = kernel.wrt
     core_ndims = [len(shape) for shape in kernel.arg_shapes]
 
     @jax.custom_vjp
@@ -51,7 +53,7 @@ def to_jax(kernel) -> Callable[..., jax.Array]:
             if len(wrt) == 1:
                 vjps = (vjps,)
             # Sum to the shapes received, which under vmap carry its leading axis.
-            return tuple(_sum_to_shape(np.asarray(v), inputs[i].shape).astype(shape.dtype)
+            return tuple(sum_to_shape(np.asarray(v), inputs[i].shape).astype(shape.dtype)
                          for i, v, shape in zip(wrt, vjps, shapes))
 
         vjps = jax.pure_callback(host_vjp, shapes, *args, cotangent, vmap_method="broadcast_all")
@@ -65,7 +67,7 @@ def to_jax(kernel) -> Callable[..., jax.Array]:
     def function(*args) -> jax.Array:
         if len(args) != len(kernel.arg_names):
             raise TypeError(
-                f"{_describe(kernel)} takes {len(kernel.arg_names)} arguments "
+                f"{describe(kernel)} takes {len(kernel.arg_names)} arguments "
                 f"({', '.join(kernel.arg_names)}), got {len(args)}.")
         arrays = [jnp.asarray(a) for a in args]
         dtype = _result_dtype(kernel, arrays)
@@ -81,7 +83,7 @@ def to_jax(kernel) -> Callable[..., jax.Array]:
                    for a, n in zip(arrays, core_ndims)]
         return aligned_call(*aligned)
 
-    function.__doc__ = f"{_describe(kernel)} as a JAX function; reverse mode runs the compiled VJP."
+    function.__doc__ = f"{describe(kernel)} as a JAX function; reverse mode runs the compiled VJP."
     function.__name__ = kernel.name or "gradcomp_kernel"
     function.kernel = kernel
     return function
@@ -96,25 +98,6 @@ def _forward(kernel, args):
         return np.asarray(value).astype(result.dtype)
 
     return jax.pure_callback(host_forward, result, *args, vmap_method="broadcast_all")
-
-
-def _sum_to_shape(gradient: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``gradient`` summed over the dimensions along which an array of ``shape`` was broadcast to it."""
-    leading = gradient.ndim - len(shape)
-    if leading:
-        gradient = gradient.sum(axis=tuple(range(leading)))
-    stretched = tuple(axis for axis, size in enumerate(shape) if size == 1 and gradient.shape[axis] != 1)
-    return gradient.sum(axis=stretched, keepdims=True) if stretched else gradient
-
-
-def _wrt_indices(kernel) -> tuple[int, ...]:
-    # The runtime keeps wrt privately; prefer a public attribute if it gains one.
-    wrt = getattr(kernel, "wrt", None)
-    return tuple(kernel._wrt if wrt is None else wrt)
-
-
-def _describe(kernel) -> str:
-    return f"gradcomp kernel {kernel.name or kernel.key[:12]}"
 
 
 def _result_dtype(kernel, arrays) -> np.dtype:

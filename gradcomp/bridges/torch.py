@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["to_torch", "sum_to_shape"]
+from ._common import describe, sum_to_shape
+
+__all__ = ["to_torch"]
 
 
 def to_torch(kernel) -> Callable[..., torch.Tensor]:
@@ -35,17 +37,17 @@ def to_torch(kernel) -> Callable[..., torch.Tensor]:
     dimensions before each argument's core shape.  ``loss.backward()`` and
     ``y.backward(gradient=v)`` fill ``.grad`` of the differentiated arguments.
     """
-    wrt = _wrt_indices(kernel)
+    wrt = kernel.wrt
 
     def function(*args) -> torch.Tensor:
         if len(args) != len(kernel.arg_names):
             raise TypeError(
-                f"{_describe(kernel)} takes {len(kernel.arg_names)} arguments "
+                f"{describe(kernel)} takes {len(kernel.arg_names)} arguments "
                 f"({', '.join(kernel.arg_names)}), got {len(args)}.")
         tensors = [_as_cpu_tensor(kernel, name, value) for name, value in zip(kernel.arg_names, args)]
         return _KernelFunction.apply(kernel, wrt, *tensors)
 
-    function.__doc__ = f"{_describe(kernel)} on torch tensors; backward runs the compiled VJP."
+    function.__doc__ = f"{describe(kernel)} on torch tensors; backward runs the compiled VJP."
     function.__name__ = kernel.name or "gradcomp_kernel"
     function.kernel = kernel
     return function
@@ -83,37 +85,14 @@ class _KernelFunction(torch.autograd.Function):
         return (None, None, *grads)
 
 
-def sum_to_shape(gradient: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``gradient`` summed over the dimensions along which an array of ``shape`` was broadcast to it."""
-    leading = gradient.ndim - len(shape)
-    if leading:
-        gradient = gradient.sum(axis=tuple(range(leading)))
-    stretched = tuple(axis for axis, size in enumerate(shape) if size == 1 and gradient.shape[axis] != 1)
-    if stretched:
-        gradient = gradient.sum(axis=stretched, keepdims=True)
-    return np.ascontiguousarray(gradient)
-
-
-def _wrt_indices(kernel) -> tuple[int, ...]:
-    # The runtime keeps wrt privately; prefer a public attribute if it gains one.
-    wrt = getattr(kernel, "wrt", None)
-    if wrt is None:
-        wrt = kernel._wrt
-    return tuple(wrt)
-
-
-def _describe(kernel) -> str:
-    return f"gradcomp kernel {kernel.name or kernel.key[:12]}"
-
-
 def _as_cpu_tensor(kernel, name: str, value) -> torch.Tensor:
     tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
     if tensor.device.type != "cpu":
         raise ValueError(
-            f"argument {name!r} of {_describe(kernel)} is on device {tensor.device}; gradcomp kernels run "
+            f"argument {name!r} of {describe(kernel)} is on device {tensor.device}; gradcomp kernels run "
             f"on the CPU: pass {name}.cpu() and move the result back with .to({str(tensor.device)!r}).")
     if tensor.is_complex() or tensor.dtype == torch.bool:
-        raise TypeError(f"argument {name!r} of {_describe(kernel)} must be real numbers, got dtype {tensor.dtype}.")
+        raise TypeError(f"argument {name!r} of {describe(kernel)} must be real numbers, got dtype {tensor.dtype}.")
     return tensor
 
 
