@@ -10,6 +10,7 @@ import hashlib
 import inspect
 import logging
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -19,6 +20,7 @@ from . import __version__
 from .cache import open_cache
 from .codegen import generate
 from .derive import derive
+from .errors import CompileError
 from .runtime import Kernel
 from .spec import Signature, make_signature
 
@@ -37,14 +39,21 @@ def compile(outputs, args: Sequence, *, wrt: Sequence[int] | None = None, name: 
     Raises ``gradcomp.CompileError`` naming what cannot be compiled.
     """
     started = time.perf_counter()
-    signature = make_signature(outputs, args, wrt, name, dtype, _arg_names)
-    store = open_cache(cache)
-    subject = subject_key(signature)
-    key = kernel_key(subject)
-    if store is None:
-        module = _generate(signature, key, started)
-        return Kernel(module.meta, module.source)
-    return store.get_or_build(key, lambda: _generate(signature, key, started), subject=subject, name=name)
+    try:
+        signature = make_signature(outputs, args, wrt, name, dtype, _arg_names)
+        store = open_cache(cache)
+        subject = subject_key(signature)
+        key = kernel_key(subject)
+        if store is None:
+            module = _generate(signature, key, started)
+            return Kernel(module.meta, module.source)
+        return store.get_or_build(key, lambda: _generate(signature, key, started), subject=subject, name=name)
+    except RecursionError:
+        # gradcomp's own passes are iterative; SymPy's are recursive and give up first
+        raise CompileError(
+            f"the expression is nested too deeply for SymPy to traverse (Python's recursion limit is "
+            f"{sys.getrecursionlimit()}); build it from shared intermediate symbols or raise the limit with "
+            f"sys.setrecursionlimit().") from None
 
 
 def _generate(signature: Signature, key: str, started: float):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import sys
 from collections import defaultdict
 from math import prod
 from typing import NamedTuple
@@ -470,7 +471,7 @@ def _leaf_name(leaf) -> str:
 def _lower_outputs(graph: Graph, outputs) -> list:
     """CSE the outputs once with SymPy (when it is affordable), then lower them."""
     nodes, depth = _dag_size(outputs)
-    if nodes <= _CSE_MAX_NODES and depth <= _CSE_MAX_DEPTH:
+    if nodes <= _CSE_MAX_NODES and depth <= min(_CSE_MAX_DEPTH, sys.getrecursionlimit() // 4):
         replacements, reduced = sp.cse(list(outputs), symbols=sp.numbered_symbols("cse", cls=sp.Dummy),
                                        order="none")
         for dummy, value in replacements:

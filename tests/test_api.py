@@ -200,3 +200,21 @@ def test_kernels_pickle():
     k = gc.compile(x**3, [x], cache=False)
     clone = pickle.loads(pickle.dumps(k))
     assert clone.grad(2.0) == 12.0 and clone.source == k.source
+
+
+def test_expressions_deeper_than_the_recursion_limit_compile():
+    import sys
+    x = sp.Symbol("x")
+    expr = x
+    for _ in range(250):
+        expr = sp.sin(expr) * sp.Rational(1, 2) + x
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(200)  # the expression is ~750 levels deep
+    try:
+        k = gc.compile(expr, [x], cache=False)
+    finally:
+        sys.setrecursionlimit(limit)
+    value, derivative = 0.3, 1.0
+    for _ in range(250):
+        value, derivative = np.sin(value) / 2 + 0.3, np.cos(value) / 2 * derivative + 1
+    np.testing.assert_allclose(k.value_and_grad(0.3), (value, derivative), rtol=1e-13)

@@ -128,3 +128,4 @@ def test_jvp_with_several_wrt_arguments_needs_a_tuple(vector_kernel):
 def test_load_of_an_unknown_name_says_how_to_register_it():
     with pytest.raises(KeyError, match="no kernel named 'never_compiled'"):
         gc.load("never_compiled")
+
