@@ -186,7 +186,8 @@ def compile_section(cases: dict) -> list[str]:
     for name, case in cases.items():
         probes = case["compile"]
         cold, warm, jax_cold = (probes.get(k, {}) for k in ("gradcomp cold", "gradcomp warm", "JAX cold"))
-        rows.append([name, cold.get("compile_s"), cold.get("first_call_s"), cold.get("total_s"),
+        rows.append([name, cold.get("sympy_definition_s"), cold.get("compile_s"), cold.get("first_call_s"),
+                     cold.get("total_s"),
                      warm.get("total_s"), warm.get("imports_s"), jax_cold.get("total_s"),
                      ratio(cold.get("total_s"), jax_cold.get("total_s")), case.get("in_process_compile_s")])
         for probe_name, probe in probes.items():
@@ -194,7 +195,7 @@ def compile_section(cases: dict) -> list[str]:
                 logs.append(f"- {name}, {probe_name}: error {probe['error']}")
             elif probe.get("log"):
                 logs.append(f"- {name}, {probe_name}: " + "; ".join(probe["log"]))
-    header = ["case", "cold gc.compile", "cold first vjp (Numba)", "cold total", "warm total",
+    header = ["case", "cold SymPy definition", "cold gc.compile", "cold first vjp (Numba)", "cold total", "warm total",
               "warm process imports", "JAX cold trace+compile+first", "gradcomp cold / JAX",
               "main process: cache hit + precompile 3 methods"]
     return (["Seconds, definition → first batched VJP result (N = 1e5), each in a fresh process after its "
