@@ -382,7 +382,8 @@ def _partial(value, operand, target):
     if value.is_Pow:
         base, exponent = value.args
         if operand == exponent and operand != base:
-            return target * sp.log(base)
+            # 0**y * log(0) is 0 * -inf: take the limit 0 where the power vanishes, as PyTorch does
+            return sp.Piecewise((sp.S.Zero, sp.Eq(target, 0)), (target * sp.log(base), True))
         if exponent.is_Integer and exponent > 0:
             return exponent * base ** (exponent - 1)
         if exponent == sp.S.Half:

@@ -55,6 +55,10 @@ def _abs_partials(args, value):
     return (sp.sign(args[0]),)
 
 
+def _identity_partials(args, value):
+    return (sp.S.One,)
+
+
 def _exp_partials(args, value):
     return (value,)
 
@@ -94,6 +98,9 @@ RULES: dict[type, Rule] = {
     sp.erfc: Rule("math.erfc({0})", None, SMOOTH_DOMAIN, "erfc"),
     sp.gamma: Rule("math.gamma({0})", None, (0.5, 4.0), None),
     sp.loggamma: Rule("math.lgamma({0})", None, (0.5, 4.0), "lgamma"),
+    # SymPy rewrites e.g. Abs(exp(x)) as exp(re(x)) for symbols not declared real; arguments are real
+    sp.re: Rule("{0}", _identity_partials, SMOOTH_DOMAIN, "real"),
+    sp.im: Rule("{zero}", _zero, SMOOTH_DOMAIN, None),
     sp.polygamma: Rule("polygamma({0}, {1})", None, (0.5, 4.0), None, 2, "polygamma"),
 }
 """SymPy function class -> Rule. ``Add``, ``Mul``, ``Pow``, ``Piecewise`` and
