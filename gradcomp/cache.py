@@ -81,13 +81,24 @@ def max_bytes() -> int:
 def current_versions() -> dict[str, str]:
     """Versions an entry depends on, read without importing SymPy or Numba."""
     from importlib.metadata import PackageNotFoundError, version
-    versions = {"gradcomp": __version__, "python": platform.python_version(), "machine": platform.machine()}
+    versions = {"gradcomp": __version__, "gradcomp code": _code_hash(),
+                "python": platform.python_version(), "machine": platform.machine()}
     for package in ("sympy", "numba", "llvmlite", "numpy"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
             versions[package] = "not installed"
     return versions
+
+
+def _code_hash() -> str:
+    """The stages that shape generated code: a change to them must miss, version bump or not."""
+    import hashlib
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for stage in ("spec.py", "functions.py", "derive.py", "codegen.py", "runtime.py"):
+        digest.update((here / stage).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def explaining() -> bool:

@@ -11,6 +11,7 @@ an argument shared by the whole batch has one row and a step of 0.
 from __future__ import annotations
 
 import re
+from math import prod
 from typing import NamedTuple
 
 import sympy as sp
@@ -27,11 +28,13 @@ Parts cost run time (values cross calls that LLVM does not inline: rosenbrock32
 VJP ran 19 Mpts/s split at 150 statements, 37 unsplit), so split only where Numba's
 superlinear compile time starts to dominate."""
 
-PARALLEL_WORK = 60_000
-"""Operations (points x ops per point) above which a batch runs on all cores.
+PARALLEL_WORK = 1_000_000
+"""Operations (points x ops per point) from which a batch runs on all cores.
 
-Starting the parallel loop costs a few microseconds; at ~1 ns per operation the
-crossover sits near this much work."""
+Waking the OpenMP threads costs a few microseconds on an idle machine but a
+scheduler slice (~10 ms) when another process holds a core: measured at
+N = 1000 on a loaded 2-core machine, prange ran rosenbrock32 37x slower than
+the plain loop.  Below ~0.5 ms of serial work the plain loop is the safe choice."""
 
 _RELATIONS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
 _NOT_OPERATIONS = {"f32", "f64", "int", "float"}
@@ -279,7 +282,20 @@ def _method_source(program: Program, printer: Printer) -> tuple[str, int, int]:
             f"def {m}_core(i, {params}):",
             f'    """One point of {m}: reads row i, writes row i."""']
     core += [f"    {line}" for line in reads + body + writes]
-    driver = "\n".join([
+    numpy_dtype = "np.float32" if printer.float32 else "np.float64"
+    in_sizes = [prod(b.shape) for b in program.inputs]
+    out_sizes = [prod(b.shape) for b in program.outputs]
+    point = [
+        "",
+        "@njit(cache=CACHE, error_model=\"numpy\")",
+        f"def {m}_point({', '.join(a for a, _ in arrays['in'])}):",
+        '    """One point given inputs of exactly their core shapes: returns the result rows."""']
+    point += [f"    {array} = np.empty((1, {size}), {numpy_dtype})" for array, size in zip(arrays["out"], out_sizes)]
+    point_args = [f"{a}.reshape((1, {size})), 0" for (a, _), size in zip(arrays["in"], in_sizes)]
+    point.append(f"    {m}_core(0, {', '.join(point_args + arrays['out'])})")
+    point.append(f"    return ({''.join(f'{array}[0], ' for array in arrays['out'])})")
+    driver = "\n".join(point + [
+        "",
         "",
         "@njit(cache=CACHE, error_model=\"numpy\")",
         f"def {m}_serial(n, {params}):",

@@ -9,15 +9,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
 
 import sympy as sp
 
-from . import __version__
-from .cache import open_cache
+from .cache import current_versions, open_cache
 from .codegen import generate
 from .derive import derive
 from .errors import CompileError
@@ -135,13 +133,9 @@ def subject_key(signature: Signature) -> str:
 
 def kernel_key(subject: str) -> str:
     """The cache key: the subject hash plus every version involved (a new version misses the cache)."""
-    import llvmlite
-    import numba
-    import numpy
-    digest = hashlib.sha256()
-    for part in (__version__, sp.__version__, numba.__version__, llvmlite.__version__, numpy.__version__,
-                 platform.python_version(), platform.machine(), subject):
-        digest.update(repr(part).encode() + b"\0")
+    digest = hashlib.sha256(subject.encode())
+    for package, version in sorted(current_versions().items()):
+        digest.update(f"{package}={version}".encode() + b"\0")
     return digest.hexdigest()[:40]
 
 

@@ -22,14 +22,14 @@ CHUNK_BYTES = 64 << 20
 class _Method:
     """A generated method's calling convention, read once from the module's META."""
 
-    __slots__ = ("name", "inputs", "outputs", "parallel_min_points", "serial", "parallel")
+    __slots__ = ("name", "inputs", "outputs", "parallel_min_points", "point", "serial", "parallel")
 
     def __init__(self, name: str, info: dict):
         self.name = name
         self.inputs = [(block_name, tuple(shape), prod(shape)) for block_name, shape in info["inputs"]]
         self.outputs = [(block_name, tuple(shape), prod(shape)) for block_name, shape in info["outputs"]]
         self.parallel_min_points = info["parallel_min_points"]
-        self.serial = self.parallel = None
+        self.point = self.serial = self.parallel = None
 
 
 class Kernel:
@@ -169,6 +169,7 @@ class Kernel:
     def _load(self, method: _Method) -> None:
         if self._module is None:
             self._module = import_module(self.source, self.path)
+        method.point = getattr(self._module, f"{method.name}_point")
         method.serial = getattr(self._module, f"{method.name}_serial")
         method.parallel = getattr(self._module, f"{method.name}_parallel")
 
@@ -183,17 +184,17 @@ class Kernel:
         if len(values) != len(inputs):
             self._wrong_count(name, method, values)
         dtype = self.dtype
-        call_args = []
         if out is not None:
             return self._run_general(method, values, out)
-        for (_, core, size), value in zip(inputs, values):  # one point, exact core shapes: no broadcasting
-            if type(value) is np.ndarray and value.dtype is dtype and value.shape == core and value.flags.c_contiguous:
-                call_args += (value.reshape(1, size), 0)
-            else:
-                break
-        else:
-            return self._run_point(method, call_args)
-        return self._run_general(method, values, None)
+        for (_, core, _), value in zip(inputs, values):  # one point, exact core shapes: no broadcasting
+            if not (type(value) is np.ndarray and value.dtype is dtype and value.shape == core
+                    and value.flags.c_contiguous):
+                return self._run_general(method, values, None)
+        if method.point is None:
+            self._load(method)
+        rows = method.point(*values)
+        return [row if len(shape) == 1 else row.reshape(shape) if shape else row[0]
+                for row, (_, shape, _) in zip(rows, method.outputs)]
 
     def _run_general(self, method, values, out):
         """Any batch shapes: convert, broadcast, run on all points, shape the results."""
@@ -217,8 +218,7 @@ class Kernel:
                 break
         points = prod(batch)
         if points == 1 and batch == () and out is None:
-            return self._run_point(method, [a for array, (_, _, size) in zip(arrays, inputs)
-                                            for a in (np.ascontiguousarray(array, dtype).reshape(1, size), 0)])
+            return self._run(method.name, [np.asarray(array, dtype, order="C") for array in arrays])
         if out is None:
             results = [np.empty(batch + shape, dtype) for _, shape, _ in method.outputs]
         else:
@@ -283,14 +283,6 @@ class Kernel:
                 raise ValueError(f"out for {block!r} must be C-contiguous and writeable "
                                  f"(np.empty({shape}) or an np.memmap in mode 'w+').")
         return list(given)
-
-    def _run_point(self, method, call_args):
-        dtype = self.dtype
-        outputs = [np.empty((1, size), dtype) for _, _, size in method.outputs]
-        if method.serial is None:
-            self._load(method)
-        method.serial(1, *call_args, *outputs)
-        return [out.reshape(shape) if shape else out[0, 0] for out, (_, shape, _) in zip(outputs, method.outputs)]
 
     def _wrong_count(self, name, method, values):
         expected = ", ".join(block for block, _, _ in method.inputs)
