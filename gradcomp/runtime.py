@@ -112,10 +112,11 @@ class Kernel:
         return self._run("hessian", xs, out)[0]
 
     def precompile(self, methods=None, parallel: bool = True) -> None:
-        """Compile ``methods`` (default: all) now, serial and (optionally) parallel drivers.
+        """Compile ``methods`` (default: all) now: point function, serial and (optionally) parallel drivers.
 
         Numba compiles a driver on its first call; calling with zero points
-        triggers that without computing anything.  With a cache directory the
+        triggers that without computing anything (the point function computes
+        one throwaway point).  With a cache directory the
         machine code lands there for later processes.
         """
         for name in methods or list(self._methods):
@@ -126,6 +127,7 @@ class Kernel:
             outputs = [np.empty((0, size), self.dtype) for _, _, size in method.outputs]
             for driver in (method.serial, method.parallel) if parallel else (method.serial,):
                 driver(0, *arrays, *outputs)
+            method.point(*(np.ones(core, self.dtype) for _, core, _ in method.inputs))
 
     @property
     def methods(self) -> dict:
