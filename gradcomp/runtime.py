@@ -14,6 +14,8 @@ from math import prod
 
 import numpy as np
 
+from .bridges.dask import is_dask_array
+
 _NUMERIC_KINDS = "biuf"
 CHUNK_BYTES = 64 << 20
 """Inputs that need converting (dtype, layout, partial broadcast) are converted this much at a time."""
@@ -54,7 +56,6 @@ class Kernel:
         self._module: types.ModuleType | None = None
         self._methods = {name: _Method(name, info) for name, info in meta["methods"].items()}
         self._arguments = [(name, tuple(shape)) for name, shape in meta["arguments"]]
-        self._wrt = meta["wrt"]
         self.wrt: tuple[int, ...] = tuple(meta["wrt"])
         """Indices of the differentiated arguments, in the order derivatives are returned."""
         self.out_shape: tuple[int, ...] = tuple(meta["out_shape"])
@@ -81,11 +82,11 @@ class Kernel:
 
     def jvp(self, *xs_and_t, out=None):
         """J t: batch + out_shape; t is a tuple of tangents when there are several wrt arguments."""
-        if len(xs_and_t) == len(self._arguments) + 1 and len(self._wrt) > 1:
+        if len(xs_and_t) == len(self._arguments) + 1 and len(self.wrt) > 1:
             tangents = xs_and_t[-1]
-            if not isinstance(tangents, (tuple, list)) or len(tangents) != len(self._wrt):
+            if not isinstance(tangents, (tuple, list)) or len(tangents) != len(self.wrt):
                 raise TypeError(
-                    f"jvp() needs a tuple of {len(self._wrt)} tangents, one per wrt argument "
+                    f"jvp() needs a tuple of {len(self.wrt)} tangents, one per wrt argument "
                     f"({', '.join(self._wrt_names())}); got {type(tangents).__name__}.")
             xs_and_t = tuple(xs_and_t[:-1]) + tuple(tangents)
         return self._run("jvp", xs_and_t, out)[0]
@@ -156,7 +157,7 @@ class Kernel:
 
     # -- internals ---------------------------------------------------------
     def _wrt_names(self):
-        return [self._arguments[i][0] for i in self._wrt]
+        return [self._arguments[i][0] for i in self.wrt]
 
     def _one(self):
         if self.out_shape != ():
@@ -176,10 +177,12 @@ class Kernel:
         method.parallel = getattr(self._module, f"{method.name}_parallel")
 
     def _run(self, name: str, values, out=None):
-        """Check, broadcast and flatten the inputs; run the driver; shape the outputs.
+        """Run one method; the hot path of every call.
 
-        This is the hot path of every call: a single point costs a few
-        attribute lookups, one reshape per array and the Numba dispatch.
+        A single point whose inputs already have their exact core shapes and
+        the kernel's dtype goes straight to the compiled point function (a
+        few attribute lookups and Numba's dispatch); anything else takes the
+        general path: conversion, broadcasting, batch drivers.
         """
         method = self._methods[name]
         inputs = method.inputs
@@ -200,7 +203,7 @@ class Kernel:
 
     def _run_general(self, method, values, out):
         """Any batch shapes: convert, broadcast, run on all points, shape the results."""
-        if any(type(value).__module__.startswith("dask.array") for value in values):
+        if any(is_dask_array(value) for value in values):
             from .bridges.dask import run_blockwise
             return run_blockwise(self, method, values)
         inputs = method.inputs
