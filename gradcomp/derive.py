@@ -443,7 +443,11 @@ def derive(signature: Signature) -> Derivation:
         return blocks
 
     cotangent = Block("v", out_shape, tuple(graph.leaf(f"v{k}") for k in range(len(outputs))))
-    adjoints = graph.reverse_sweep(list(zip(outputs, cotangent.operands)), wrt_leaves, active)
+    if len(outputs) == 1:  # v scales the whole sweep: sweep with 1, scale each gradient once at the end
+        gradient = graph.reverse_sweep([(outputs[0], sp.S.One)], wrt_leaves, active)
+        adjoints = [graph.lower(cotangent.operands[0] * g, hint=f"{s}_bar") for g, s in zip(gradient, wrt_leaves)]
+    else:
+        adjoints = graph.reverse_sweep(list(zip(outputs, cotangent.operands)), wrt_leaves, active)
     vjp_blocks = per_wrt("vjp", adjoints)
     tangent_blocks = [Block(f"t_{b.name}", b.shape, tuple(graph.leaf(f"{s}_dot") for s in b.operands))
                       for b in wrt_blocks]
