@@ -92,16 +92,19 @@ def geomean(values: list[float]) -> float | None:
 def targets_section(cases: dict) -> list[str]:
     rows = []
     for name, case in cases.items():
+        # Peers return the VJP only, so `vjp` (same result) meets them; the reference also wrote y, so
+        # the fused `value_and_vjp` (same results) meets it.
         ours, (peer, peer_rate) = mpts(case, HEADLINE), best_peer(case)
+        ours_vjp = mpts(case, "gradcomp vjp")
         anchor = ANCHOR_REF_NUMBA.get(name)
         latency = case["latency_us"].get("gradcomp vjp")
         jax_latency = case["latency_us"].get("JAX jit")
         limit = TARGETS["latency_seed_us"] if name == "seed" else TARGETS["latency_us"]
         cold, warm, jax_cold = cold_warm(case)
         rows += [
-            [name, "N=1e5 throughput ≥ best peer", f"{fmt(ours)} vs {fmt(peer_rate)} ({peer})",
-             verdict(None if ours is None or peer_rate is None else ours >= peer_rate)],
-            [name, "N=1e5 throughput ≥ ANCHORS ref Numba", f"{fmt(ours)} vs {fmt(anchor)}",
+            [name, "N=1e5 vjp throughput ≥ best peer (VJP only)", f"{fmt(ours_vjp)} vs {fmt(peer_rate)} ({peer})",
+             verdict(None if ours_vjp is None or peer_rate is None else ours_vjp >= peer_rate)],
+            [name, "N=1e5 value_and_vjp throughput ≥ ANCHORS ref Numba (y and VJP)", f"{fmt(ours)} vs {fmt(anchor)}",
              verdict(None if ours is None or anchor is None else ours >= anchor)],
             [name, f"single-point vjp ≤ {fmt(limit)} µs", f"{fmt(latency)} µs",
              verdict(None if latency is None else latency <= limit)],
@@ -125,7 +128,8 @@ def targets_section(cases: dict) -> list[str]:
     passed = sum(r[-1] == "PASS" for r in rows)
     missed = sum(r[-1] != "PASS" and r[-1] != "—" for r in rows)
     return (["## Targets", "", f"{passed} PASS, {missed} MISS (visibility only; nothing here fails a test). "
-             f"Throughput targets judge `{HEADLINE}`.", ""]
+             "Throughput targets: `gradcomp vjp` against peers (all return the VJP only), `gradcomp value_and_vjp` "
+             "against the ANCHORS reference (both write y and the VJP).", ""]
             + table(["case", "target", "figure", "status"], rows))
 
 
