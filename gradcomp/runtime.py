@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import sys
+import time
 import types
 from math import prod
 
 import numpy as np
 
-from .bridges.dask import is_dask_array
-
+log = logging.getLogger("gradcomp")
 _NUMERIC_KINDS = "biuf"
 CHUNK_BYTES = 64 << 20
 """Inputs that need converting (dtype, layout, partial broadcast) are converted this much at a time."""
@@ -24,14 +25,18 @@ CHUNK_BYTES = 64 << 20
 class _Method:
     """A generated method's calling convention, read once from the module's META."""
 
-    __slots__ = ("name", "inputs", "outputs", "parallel_min_points", "point", "serial", "parallel")
+    __slots__ = ("name", "inputs", "outputs", "cores", "rows_are_results", "parallel_min_points",
+                 "point", "point_ready", "serial", "parallel")
 
     def __init__(self, name: str, info: dict):
         self.name = name
         self.inputs = [(block_name, tuple(shape), prod(shape)) for block_name, shape in info["inputs"]]
         self.outputs = [(block_name, tuple(shape), prod(shape)) for block_name, shape in info["outputs"]]
+        self.cores = [core for _, core, _ in self.inputs]
+        self.rows_are_results = all(len(shape) == 1 for _, shape, _ in self.outputs)
         self.parallel_min_points = info["parallel_min_points"]
         self.point = self.serial = self.parallel = None
+        self.point_ready = False
 
 
 class Kernel:
@@ -128,7 +133,7 @@ class Kernel:
             outputs = [np.empty((0, size), self.dtype) for _, _, size in method.outputs]
             for driver in (method.serial, method.parallel) if parallel else (method.serial,):
                 driver(0, *arrays, *outputs)
-            method.point(*(np.ones(core, self.dtype) for _, core, _ in method.inputs))
+            self._point(method, [np.ones(core, self.dtype) for _, core, _ in method.inputs])
 
     @property
     def methods(self) -> dict:
@@ -139,7 +144,18 @@ class Kernel:
     def __repr__(self) -> str:
         args = ", ".join(f"{n}: {s}" for n, s in self._arguments)
         return (f"<gradcomp.Kernel {self.name or '(unnamed)'}({args}) -> {self.out_shape} {self.dtype}, "
-                f"wrt ({', '.join(self._wrt_names())}), key {self.key[:12]}>")
+                f"wrt ({', '.join(self._wrt_names())}), compiled: {self._compiled() or 'nothing yet'}, "
+                f"key {self.key[:12]}>")
+
+    def _compiled(self) -> str:
+        """Which methods' functions this process has compiled or loaded from the cache."""
+        described = []
+        for name, method in self._methods.items():
+            kinds = [kind for kind in ("point", "serial", "parallel")
+                     if getattr(method, kind) is not None and getattr(method, kind).signatures]
+            if kinds:
+                described.append(f"{name} ({'/'.join(kinds)})")
+        return ", ".join(described)
 
     def to_torch(self):
         """A callable on torch tensors whose backward is this kernel's VJP (needs ``gradcomp[torch]``)."""
@@ -179,27 +195,44 @@ class Kernel:
     def _run(self, name: str, values, out=None):
         """Run one method; the hot path of every call.
 
-        A single point whose inputs already have their exact core shapes and
-        the kernel's dtype goes straight to the compiled point function (a
-        few attribute lookups and Numba's dispatch); anything else takes the
-        general path: conversion, broadcasting, batch drivers.
+        A single point whose inputs are arrays of exactly their core shapes
+        goes straight to the compiled point function: Numba's dispatch checks
+        dtype and layout (it compiles nothing new, see ``_point``), and what
+        it refuses takes the general path — conversion, broadcasting, batch
+        drivers — like every other call.
         """
         method = self._methods[name]
-        inputs = method.inputs
-        if len(values) != len(inputs):
+        if len(values) != len(method.inputs):
             self._wrong_count(name, method, values)
-        dtype = self.dtype
-        if out is not None:
-            return self._run_general(method, values, out)
-        for (_, core, _), value in zip(inputs, values):  # one point, exact core shapes: no broadcasting
-            if not (type(value) is np.ndarray and value.dtype is dtype and value.shape == core
-                    and value.flags.c_contiguous):
-                return self._run_general(method, values, None)
-        if method.point is None:
-            self._load(method)
-        rows = method.point(*values)
-        return [row if len(shape) == 1 else row.reshape(shape) if shape else row[0]
-                for row, (_, shape, _) in zip(rows, method.outputs)]
+        if out is None and method.point_ready:
+            for value, core in zip(values, method.cores):
+                if type(value) is not np.ndarray or value.shape != core:
+                    break
+            else:
+                try:
+                    rows = method.point(*values)
+                except TypeError:  # another dtype or layout: converted below
+                    pass
+                else:
+                    return rows if method.rows_are_results else _shape_rows(method, rows)
+        return self._run_general(method, values, out)
+
+    def _point(self, method, values):
+        """One point from C-contiguous, writeable arrays of the kernel's dtype and exact core shapes.
+
+        The first call compiles (or loads) the point function for exactly
+        these types, then freezes it: a later call with other types raises
+        TypeError at dispatch instead of compiling a variant per input type.
+        """
+        if not method.point_ready:
+            if method.point is None:
+                self._load(method)
+            rows = _first_call(self, method.point, values)
+            method.point.disable_compile()
+            method.point_ready = True
+        else:
+            rows = method.point(*values)
+        return rows if method.rows_are_results else _shape_rows(method, rows)
 
     def _run_general(self, method, values, out):
         """Any batch shapes: convert, broadcast, run on all points, shape the results."""
@@ -223,7 +256,7 @@ class Kernel:
                 break
         points = prod(batch)
         if points == 1 and batch == () and out is None:
-            return self._run(method.name, [np.asarray(array, dtype, order="C") for array in arrays])
+            return self._point(method, [np.require(array, dtype, ("C", "W")) for array in arrays])
         if out is None:
             results = _allocate(batch, method.outputs, dtype)
         else:
@@ -256,7 +289,10 @@ class Kernel:
                 array = np.ascontiguousarray(array, dtype)
                 call_args += (array.reshape(1 if shared else points, size), 0 if shared else 1)
             driver = method.parallel if points >= method.parallel_min_points else method.serial
-            driver(points, *call_args, *rows)
+            if driver.signatures:
+                driver(points, *call_args, *rows)
+            else:
+                _first_call(self, driver, (points, *call_args, *rows))
             return
         inner = prod(batch[1:])
         step = max(1, CHUNK_BYTES // (point_bytes * inner))
@@ -318,6 +354,26 @@ class Kernel:
             raise ValueError(
                 f"batch shapes do not broadcast: {described} (batch dimensions come before each "
                 f"argument's core shape and broadcast like NumPy's).") from None
+
+
+def is_dask_array(value) -> bool:
+    """Without importing dask: arrays of dask.array run blockwise (gradcomp.bridges.dask)."""
+    return type(value).__module__.startswith("dask.array")
+
+
+def _shape_rows(method, rows) -> list:
+    """The point function's flat result rows in their core shapes (a 0-d result as a NumPy scalar)."""
+    return [row if len(shape) == 1 else row.reshape(shape) if shape else row[0]
+            for row, (_, shape, _) in zip(rows, method.outputs)]
+
+
+def _first_call(kernel, function, args):
+    """Call a generated function that has no machine code yet, and log what that cost."""
+    started = time.perf_counter()
+    result = function(*args)
+    log.info("%s: %s ready in %.2f s (Numba compiled it or loaded it from the cache)",
+             kernel.name or kernel.key[:12], function.__name__, time.perf_counter() - started)
+    return result
 
 
 def _allocate(batch, outputs, dtype) -> list:

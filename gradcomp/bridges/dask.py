@@ -11,9 +11,7 @@ from math import prod
 
 import numpy as np
 
-
-def is_dask_array(value) -> bool:
-    return type(value).__module__.startswith("dask.array")
+from ..runtime import is_dask_array
 
 
 def run_blockwise(kernel, method, values) -> list:
