@@ -92,7 +92,11 @@ class Printer:
         return text if simple else f"({text})"
 
     def _print_Add(self, expr) -> str:
-        """Positive terms first, so signs print as subtraction; all negative -> -(a + b)."""
+        """A balanced tree of sums, signs as subtraction; all negative -> -(a + b).
+
+        Without fastmath LLVM keeps the printed order, so a left-to-right sum
+        of n terms is a chain of n dependent additions; pairs make it log2(n)
+        deep (and pairwise summation is also the more accurate one)."""
         signed = []
         for term in expr.args:
             coeff, rest = term.as_coeff_Mul()
@@ -109,12 +113,9 @@ class Printer:
                 piece = f"{self.literal(magnitude)}*{body}"
             signed.append((bool(coeff < 0), piece))
         signed.sort(key=lambda item: item[0])
-        if signed[0][0]:
-            return "-(" + " + ".join(piece for _, piece in signed) + ")"
-        text = signed[0][1]
-        for negative, piece in signed[1:]:
-            text += f" - {piece}" if negative else f" + {piece}"
-        return text
+        negative, text = _pairwise(signed)
+        text = text[1:-1] if len(signed) > 1 else text
+        return f"-({text})" if negative else text
 
     def _print_Mul(self, expr) -> str:
         coeff, factors = expr.as_coeff_mul()
@@ -171,6 +172,24 @@ class Printer:
             if self.float32:
                 text = f"f32({text})"
         return text
+
+
+def _pairwise(signed: list) -> tuple[bool, str]:
+    """[(negative, text), ...] with positives first -> (negative, parenthesized sum)."""
+    while len(signed) > 1:
+        paired = []
+        for k in range(0, len(signed) - 1, 2):
+            (left_negative, left), (right_negative, right) = signed[k], signed[k + 1]
+            if left_negative == right_negative:
+                paired.append((left_negative, f"({left} + {right})"))
+            elif right_negative:
+                paired.append((False, f"({left} - {right})"))
+            else:
+                paired.append((False, f"({right} - {left})"))
+        if len(signed) % 2:
+            paired.append(signed[-1])
+        signed = paired
+    return signed[0]
 
 
 def _power_product(base: str, n: int) -> str:
@@ -275,14 +294,14 @@ def _method_source(program: Program, printer: Printer) -> tuple[str, int, int]:
         if zeros > 1:  # sparse results (Hessians, Jacobians): clear the row once, write the rest
             writes.append(f"{array}[i, :] = {printer.literal(0)}")
         writes += [f"{array}[i, {j}] = {printer(o)}" for j, o in enumerate(block.operands) if zeros <= 1 or o != 0]
-    parts, body = _split(program, body)
+    numpy_dtype = "np.float32" if printer.float32 else "np.float64"
+    parts, body = _split(program, body, numpy_dtype)
     params = ", ".join([f"{a}, {s}" for a, s in arrays["in"]] + arrays["out"])
     m = program.method
     core = ["@njit(cache=CACHE, error_model=\"numpy\")",
             f"def {m}_core(i, {params}):",
             f'    """One point of {m}: reads row i, writes row i."""']
     core += [f"    {line}" for line in reads + body + writes]
-    numpy_dtype = "np.float32" if printer.float32 else "np.float64"
     in_sizes = [prod(b.shape) for b in program.inputs]
     out_sizes = [prod(b.shape) for b in program.outputs]
     point = [
@@ -325,32 +344,39 @@ def _array_names(program, taken) -> dict:
             "out": [fresh(f"out{k}") for k in range(len(program.outputs))]}
 
 
-def _split(program: Program, body: list[str]) -> tuple[list[str], list[str]]:
-    """Long bodies -> part functions chained through arguments and returned tuples."""
+def _split(program: Program, body: list[str], numpy_dtype: str) -> tuple[list[str], list[str]]:
+    """Long bodies -> part functions that pass values through one scratch row ``scratch``.
+
+    Each part loads what it needs from ``scratch`` and stores what later parts or
+    the outputs need; its signature is a single array, so Numba's typing cost
+    does not grow with the number of values crossing parts (tuples of
+    hundreds of arguments made lj24 compile 5x slower than lj12 for 4x the code).
+    """
     if len(body) <= PART_STATEMENTS:
         return [], body
     targets = [a.target for a in program.assignments]
     uses = [a.value.free_symbols for a in program.assignments]
-    last_use = {o: len(targets) for b in program.outputs for o in b.operands if isinstance(o, sp.Symbol)}
-    for index, used in enumerate(uses):
-        for symbol in used:
-            last_use[symbol] = max(last_use.get(symbol, index), index)
-    parts, calls = [], []
-    method = program.method
-    for number, start in enumerate(range(0, len(body), PART_STATEMENTS)):
-        end = min(start + PART_STATEMENTS, len(body))
+    bounds = [(start, min(start + PART_STATEMENTS, len(body))) for start in range(0, len(body), PART_STATEMENTS)]
+    part_of = {target: number for number, (start, end) in enumerate(bounds) for target in targets[start:end]}
+    crossing = {o for b in program.outputs for o in b.operands if isinstance(o, sp.Symbol) and o in part_of}
+    for number, (start, end) in enumerate(bounds):
+        crossing |= {s for used in uses[start:end] for s in used if part_of.get(s, -1) != number}
+    slot = {symbol: k for k, symbol in enumerate(sorted(crossing, key=lambda s: s.name))}
+    parts, calls = [], [f"scratch = np.empty({len(slot)}, {numpy_dtype})  # values that cross parts"]
+    calls += [f"scratch[{slot[s]}] = {s.name}" for s in sorted(crossing - part_of.keys(), key=lambda s: s.name)]
+    for number, (start, end) in enumerate(bounds):
         defined = set(targets[start:end])
-        needs = set().union(*uses[start:end])
-        params = sorted((s for s in needs - defined), key=lambda s: s.name)
-        results = sorted((s for s in defined if last_use.get(s, -1) >= end), key=lambda s: s.name)
-        name = f"{method}_part{number}"
-        param_text = ", ".join(s.name for s in params)
-        result_text = ", ".join(s.name for s in results)
+        loads = sorted(set().union(*uses[start:end]) - defined, key=lambda s: s.name)
+        stores = sorted((s for s in defined if s in slot), key=lambda s: s.name)
+        name = f"{program.method}_part{number}"
         parts.append("\n".join(
-            ["@njit(cache=CACHE, error_model=\"numpy\")", f"def {name}({param_text}):"]
+            ["@njit(cache=CACHE, error_model=\"numpy\")", f"def {name}(scratch):"]
+            + [f"    {s.name} = scratch[{slot[s]}]" for s in loads]
             + [f"    {line}" for line in body[start:end]]
-            + [f"    return ({result_text},)", "", ""]))
-        calls.append(f"({result_text},) = {name}({param_text})" if results else f"{name}({param_text})")
+            + [f"    scratch[{slot[s]}] = {s.name}" for s in stores] + ["", ""]))
+        calls.append(f"{name}(scratch)")
+    calls += [f"{s.name} = scratch[{slot[s]}]" for s in sorted(crossing & part_of.keys(), key=lambda s: s.name)
+              if any(s == o for b in program.outputs for o in b.operands)]
     return parts, calls
 
 

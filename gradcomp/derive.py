@@ -30,7 +30,7 @@ METHODS = ("forward", "vjp", "value_and_vjp", "jvp", "jacobian", "hessian")
 
 _RESERVED = set(keyword.kwlist) | {
     "math", "np", "numba", "njit", "prange", "f32", "f64", "abs", "max", "min", "range",
-    "polygamma", "CACHE", "META", "SOURCE_KEY", "i", "n"}
+    "polygamma", "CACHE", "META", "SOURCE_KEY", "i", "n", "scratch"}
 
 # Beyond these sizes SymPy's cse is skipped: its opt_cse pass grows quadratically (3.4 s of 11 s on
 # lj24) and hash-consing alone still shares every repeated subtree.
