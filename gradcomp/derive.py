@@ -26,10 +26,10 @@ from .errors import CompileError
 from .functions import RULES
 from .spec import Signature
 
-# names the generated module uses itself: an argument called `max` or `scratch` is renamed
+# names the generated module uses itself: an argument called `max` or `math` is renamed
 _RESERVED = set(keyword.kwlist) | {
     "math", "np", "numba", "njit", "prange", "f32", "f64", "abs", "max", "min", "range",
-    "polygamma", "CACHE", "META", "i", "n", "scratch"}
+    "polygamma", "CACHE", "META", "i", "n"}
 
 # Beyond these sizes SymPy's cse is skipped: its opt_cse pass grows quadratically (3.4 s of 11 s on
 # lj24) and hash-consing alone still shares every repeated subtree.
