@@ -36,7 +36,7 @@ from pathlib import Path
 
 from . import __version__, numba_cache
 from .errors import CacheError
-from .runtime import Kernel, import_module, source_key
+from .runtime import DRIVERS, Kernel, import_module, source_key
 
 LAYOUT = "v1"
 DEFAULT_MAX_BYTES = 1 << 30
@@ -550,9 +550,9 @@ def _compiled_drivers(paths: list[Path]) -> dict[str, list[str]]:
             continue
         function = path.name.split(".")[1].rsplit("-", 1)[0]
         method, _, driver = function.rpartition("_")
-        if driver in ("serial", "parallel"):
+        if driver in DRIVERS:
             compiled.setdefault(method, []).append(driver)
-    return {method: sorted(drivers, reverse=True) for method, drivers in sorted(compiled.items())}
+    return {method: sorted(drivers, key=DRIVERS.index) for method, drivers in sorted(compiled.items())}
 
 
 def _remove(path: Path) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import logging
 import sys
 import time
@@ -99,7 +100,7 @@ def _symbolic_argument(parameter: str, shape):
         symbol = sp.Symbol(parameter)
         return symbol, symbol
     names = [f"{parameter}{'_'.join(map(str, index))}" if len(shape) > 1 else f"{parameter}{index[0]}"
-             for index in _indices(shape)]
+             for index in itertools.product(*map(range, shape))]
     flat = [sp.Symbol(n) for n in names]
     if len(shape) == 1:
         return sp.Matrix(flat), flat
@@ -108,15 +109,6 @@ def _symbolic_argument(parameter: str, shape):
         return matrix, matrix
     array = sp.ImmutableDenseNDimArray(flat, shape)
     return array, array
-
-
-def _indices(shape):
-    if not shape:
-        yield ()
-        return
-    for first in range(shape[0]):
-        for rest in _indices(shape[1:]):
-            yield (first,) + rest
 
 
 def subject_key(signature: Signature) -> str:

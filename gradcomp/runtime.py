@@ -17,6 +17,8 @@ from math import prod
 import numpy as np
 
 log = logging.getLogger("gradcomp")
+DRIVERS = ("point", "serial", "parallel")
+"""The compiled functions of each generated method, ``<method>_<driver>`` in the module."""
 _NUMERIC_KINDS = "biuf"
 CHUNK_BYTES = 64 << 20
 """Inputs that need converting (dtype, layout, partial broadcast) are converted this much at a time."""
@@ -151,7 +153,7 @@ class Kernel:
         """Which methods' functions this process has compiled or loaded from the cache."""
         described = []
         for name, method in self._methods.items():
-            kinds = [kind for kind in ("point", "serial", "parallel")
+            kinds = [kind for kind in DRIVERS
                      if getattr(method, kind) is not None and getattr(method, kind).signatures]
             if kinds:
                 described.append(f"{name} ({'/'.join(kinds)})")
@@ -188,9 +190,8 @@ class Kernel:
     def _load(self, method: _Method) -> None:
         if self._module is None:
             self._module = import_module(self.source, self.path)
-        method.point = getattr(self._module, f"{method.name}_point")
-        method.serial = getattr(self._module, f"{method.name}_serial")
-        method.parallel = getattr(self._module, f"{method.name}_parallel")
+        for driver in DRIVERS:
+            setattr(method, driver, getattr(self._module, f"{method.name}_{driver}"))
 
     def _run(self, name: str, values, out=None):
         """Run one method; the hot path of every call.

@@ -78,7 +78,7 @@ def test_precompile_compiles_every_method_and_driver_of_a_files_kernels(tmp_path
     assert result.returncode == 0, result.stderr
     assert "precompiled 1 kernel(s), 5 method(s): product" in result.stdout
     listing = gradcomp_command("cache", "list", cache=cache).stdout
-    drivers = "(serial, parallel)"
+    drivers = "(point, serial, parallel)"
     assert all(f"{method}{drivers}" in listing for method in ("forward", "vjp", "value_and_vjp", "jvp", "jacobian"))
 
 
