@@ -2,6 +2,7 @@
 
 Layout under the cache root (one directory per layout version)::
 
+    CACHEDIR.TAG               marks the directory as a gradcomp cache (and a cache to backup tools)
     v1/index/<key>.json        key -> generated module, versions, creation; its mtime is the last use
     v1/modules/k_<skey>.py     the generated module; Python's and Numba's __pycache__ sit beside it
     v1/names/<name>.json       registered name -> key
@@ -12,19 +13,21 @@ hashes the generated source, so a module file is verified by its own name.
 Every write goes to a temporary file renamed into place: a killed process
 leaves at worst a stray temporary file, which ``prune`` removes.  Loading
 runs the cached code, so the root must belong to the user and be writable by
-no one else.  Nothing here imports SymPy.
+no one else.  The maintenance operations (``entries``, ``prune``, ``clear``)
+touch only files whose names gradcomp writes, and ``existing_cache`` refuses a
+directory that is not a gradcomp cache.  Nothing here imports SymPy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
 import platform
 import re
-import shutil
 import stat
 import sys
 import tempfile
@@ -45,6 +48,21 @@ STRAY_AGE_S = 600
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
 _HEX = re.compile(r"[0-9a-f]{8,64}")
+
+MARKER = "CACHEDIR.TAG"
+"""Written into a cache root that gradcomp creates (or finds empty); see https://bford.info/cachedir/."""
+_MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+                "# This directory is a gradcomp kernel cache: `gradcomp cache info --cache <this directory>`.\n"
+                "# For information about cache directory tags see https://bford.info/cachedir/\n")
+_LAYOUT_DIRS = ("index", "modules", "names", "locks")
+_TEMPORARY = r"\..+\.tmp"  # what _write_atomic leaves if killed
+_OWN_FILES = {  # folder under the layout directory -> the names of the files gradcomp writes there
+    "index": re.compile(rf"[0-9a-f]{{8,64}}\.json|{_TEMPORARY}"),
+    "modules": re.compile(rf"k_[0-9a-f]{{8,64}}\.py|{_TEMPORARY}"),
+    "modules/__pycache__": re.compile(r"k_[0-9a-f]{8,64}\..+"),  # Python's .pyc, Numba's .nbi/.nbc (and temporaries)
+    "names": re.compile(rf"[A-Za-z0-9_.\-]{{1,100}}\.json|{_TEMPORARY}"),
+    "locks": re.compile(r"[0-9a-f]{8,64}\.lock"),
+}
 
 log = logging.getLogger("gradcomp")
 
@@ -91,19 +109,36 @@ def current_versions() -> dict[str, str]:
     return versions
 
 
-def _code_hash() -> str:
-    """The stages that shape generated code: a change to them must miss, version bump or not."""
-    import hashlib
+def _code_hash(package: Path | None = None) -> str:
+    """Every ``*.py`` file of the gradcomp package (path and text, recursively, sorted).
+
+    Whatever module shapes generated code -- today's stages or one added
+    later -- a change to it must miss, version bump or not; no hand-kept list
+    can fall behind.
+    """
+    package = Path(__file__).parent if package is None else package
     digest = hashlib.sha256()
-    here = Path(__file__).parent
-    for stage in ("spec.py", "functions.py", "derive.py", "codegen.py", "runtime.py"):
-        digest.update((here / stage).read_bytes())
+    files = sorted((path.relative_to(package).as_posix(), path) for path in package.rglob("*.py"))
+    for relative, path in files:
+        data = path.read_bytes()
+        digest.update(f"{relative}\0{len(data)}\0".encode() + data)
     return digest.hexdigest()[:16]
 
 
 def explaining() -> bool:
     """Say why compiles miss: $GRADCOMP_EXPLAIN=1, or the 'gradcomp' logger at DEBUG."""
     return os.environ.get("GRADCOMP_EXPLAIN", "") not in ("", "0") or log.isEnabledFor(logging.DEBUG)
+
+
+class KernelNotFoundError(KeyError):
+    """``gc.load(name)`` found no kernel under ``name``.
+
+    A ``KeyError`` (what ``load`` has always raised), whose message says which
+    cache was searched, which names it holds and how to register the name.
+    """
+
+    def __str__(self) -> str:  # KeyError's own str() is the repr of its message
+        return str(self.args[0]) if self.args else ""
 
 
 class _Damaged(Exception):
@@ -132,17 +167,34 @@ class Cache:
     """One cache directory."""
 
     def __init__(self, root: str | os.PathLike, *, create: bool = True):
+        """Open the cache at ``root``; ``create=False`` writes nothing, not even the directory.
+
+        Raises CacheError if ``root`` is a file, or belongs to another user or
+        is writable by others.
+        """
         self.root = Path(root).expanduser().resolve()
         self.base = self.root / LAYOUT
         self.unwritable: OSError | None = None
         """Why the root could not be created, if it could not."""
+        _check_not_a_file(self.root)
         if create:
             try:
                 self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
                 self.unwritable = exc
-        if self.root.exists():
+        if self.root.is_dir():
             check_private(self.root)
+            if create:
+                self._mark()
+
+    def _mark(self) -> None:
+        """Write the marker file into a root that holds nothing but gradcomp's layout (a new root holds nothing)."""
+        marker = self.root / MARKER
+        if marker.exists():
+            return
+        with contextlib.suppress(OSError):
+            if _only_layout(self.root):
+                _write_atomic(marker, _MARKER_TEXT)
 
     # -- paths -------------------------------------------------------------
     def _index_path(self, key: str) -> Path:
@@ -164,17 +216,40 @@ class Cache:
         return kernel
 
     def load(self, name: str) -> Kernel:
+        """The kernel last compiled (or hit) under ``name``; raises KernelNotFoundError (a KeyError)."""
         check_name(name)
         try:
             key = json.loads(self._name_path(name).read_text())["key"]
         except (OSError, ValueError, KeyError, TypeError):
-            raise KeyError(
-                f"no kernel named {name!r} in the cache at {self.root}; compile it with "
-                f"gc.compile(..., name={name!r}) first (with the same cache=).") from None
+            raise KernelNotFoundError(
+                f"no kernel named {name!r} in the cache at {self.root}: {self._holdings()}. Compile it with "
+                f"gc.compile(..., name={name!r}) into this cache first, or pass the cache= (or set "
+                f"$GRADCOMP_CACHE_DIR to the directory) it was compiled into.") from None
         kernel = self.lookup(key)
         if kernel is None:
-            raise KeyError(f"the kernel named {name!r} is missing from the cache at {self.root}; compile it again.")
+            raise KernelNotFoundError(
+                f"the kernel named {name!r} is gone from the cache at {self.root} (its entry was pruned, cleared or "
+                f"damaged); compile it again with gc.compile(..., name={name!r}).")
         return kernel
+
+    def names(self) -> list[str]:
+        """The names registered with compile(..., name=), sorted."""
+        folder = self.base / "names"
+        try:
+            return sorted(p.stem for p in folder.iterdir() if p.suffix == ".json" and _NAME.fullmatch(p.stem))
+        except OSError:
+            return []
+
+    def _holdings(self) -> str:
+        """'it holds the names 'a', 'b'', or why it holds none: for a message."""
+        if not self.root.is_dir():
+            return "that directory does not exist"
+        names = self.names()
+        if not names:
+            return "it holds no named kernels"
+        shown = ", ".join(repr(n) for n in names[:20])
+        return f"it holds the name{'s' if len(names) > 1 else ''} {shown}" + (
+            f" and {len(names) - 20} more (`gradcomp cache list`)" if len(names) > 20 else "")
 
     def _lookup(self, key: str) -> tuple[Kernel | None, str | None]:
         """(kernel or None, why a present entry could not be used)."""
@@ -254,8 +329,22 @@ class Cache:
                 kernel, _ = self._lookup(key)  # built by another process while this one waited
                 if kernel is None:
                     return self._build_and_store(build, subject)
+        if name:
+            self._claim(name, key)
         log.info("cache hit %s (%s) in %.3f s", key[:12], name or "unnamed", time.perf_counter() - started)
         return kernel
+
+    def _claim(self, name: str, key: str) -> None:
+        """Point ``name`` at ``key`` on a hit: a name means what was compiled under it last, not what was built last."""
+        path = self._name_path(name)
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            if json.loads(path.read_text())["key"] == key:
+                return  # the usual hit: no write
+        try:
+            _write_atomic(path, json.dumps({"key": key}))
+        except OSError as exc:
+            warnings.warn(f"gradcomp cache: cannot register the name {name!r} in {self.root} ({exc}); "
+                          f"gc.load({name!r}) may return what was compiled under that name before.", stacklevel=4)
 
     def _build_and_store(self, build: Callable, subject: str | None) -> Kernel:
         module = build()
@@ -324,7 +413,8 @@ class Cache:
         return sorted(result, key=lambda e: e.last_used)
 
     def total_bytes(self) -> int:
-        return sum(_size(p) for p in self.base.rglob("*") if p.is_file()) if self.base.exists() else 0
+        """The size of every file gradcomp wrote here."""
+        return sum(_size(p) for p in self._own_files())
 
     def prune(self, limit: int | None = None, keep: str | None = None) -> dict[str, int]:
         """Remove stray and damaged files, entries of other versions, then least recently used entries
@@ -351,13 +441,30 @@ class Cache:
         return removed
 
     def clear(self) -> int:
-        """Remove every entry (of every layout version); returns the bytes freed."""
+        """Remove every file gradcomp wrote under the layout directory, then its folders if that left them
+        empty; anything else in the directory stays.  Returns the bytes freed."""
         freed = 0
-        for layout in self.root.glob("v[0-9]*"):
-            if layout.is_dir():
-                freed += sum(_size(p) for p in layout.rglob("*") if p.is_file())
-                shutil.rmtree(layout, ignore_errors=True)
+        for path in self._own_files():
+            size = _size(path)
+            if _remove(path):
+                freed += size
+        for folder in sorted(_OWN_FILES, key=len, reverse=True):  # modules/__pycache__ before modules
+            with contextlib.suppress(OSError):
+                (self.base / folder).rmdir()
+        with contextlib.suppress(OSError):
+            self.base.rmdir()
         return freed
+
+    def _own_files(self) -> Iterator[Path]:
+        """Every file under the layout directory whose name gradcomp writes there (no one else's)."""
+        for folder, pattern in _OWN_FILES.items():
+            try:
+                children = list((self.base / folder).iterdir())
+            except OSError:
+                continue
+            for path in children:
+                if pattern.fullmatch(path.name) and (path.is_symlink() or path.is_file()):
+                    yield path
 
     def _index_entries(self) -> Iterator[dict]:
         """Parsed index files (damaged ones skipped: lookups and prune deal with those)."""
@@ -401,7 +508,7 @@ class Cache:
         """Temporary files of killed writers, damaged index files, old unheld locks."""
         count = 0
         cutoff = time.time() - STRAY_AGE_S
-        for path in self.base.rglob("*"):
+        for path in self._own_files():
             temporary = path.name.endswith(".tmp") or ".tmp." in path.name  # ours, then Numba's
             if temporary and _mtime(path) < cutoff:
                 count += _remove(path)
@@ -472,22 +579,75 @@ def check_private(root: Path) -> None:
             f"make gradcomp run their code. Fix it with `chmod go-w {root}`, or use another directory.")
 
 
+def _check_not_a_file(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise CacheError(f"the cache path {root} is a file, not a directory; pass a directory for the cache "
+                         f"(cache=..., --cache or $GRADCOMP_CACHE_DIR).")
+
+
+def _only_layout(root: Path) -> bool:
+    """Whether ``root`` holds nothing but gradcomp's files: the marker, the layout directory with only its own
+    folders in it, temporary files of the marker (raises OSError if it cannot be read)."""
+    for child in root.iterdir():
+        if child.name == LAYOUT and child.is_dir() and not child.is_symlink():
+            if not all(sub.name in _LAYOUT_DIRS and sub.is_dir() for sub in child.iterdir()):
+                return False
+        elif child.name != MARKER and not re.fullmatch(rf"\.{MARKER}\..+\.tmp", child.name):
+            return False
+    return True
+
+
+def is_cache_dir(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is a directory gradcomp made: it holds gradcomp's marker file, or nothing but
+    gradcomp's layout (as caches written before the marker existed do), or nothing at all."""
+    root = Path(root)
+    if not root.is_dir():
+        return False
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if "gradcomp" in (root / MARKER).read_text():
+            return True
+    try:
+        return _only_layout(root)
+    except OSError as exc:
+        raise CacheError(f"cannot read the cache directory {root} ({exc.strerror or exc}).") from None
+
+
+def existing_cache(root: str | os.PathLike) -> Cache:
+    """The gradcomp cache at ``root``, opened without creating anything; for commands that must touch only a
+    cache gradcomp made.  Raises CacheError (saying what is there instead) for anything else."""
+    path = Path(root).expanduser()
+    hint = "pass the directory kernels were compiled into (cache=, --cache or $GRADCOMP_CACHE_DIR)"
+    if not path.exists():
+        raise CacheError(f"there is no gradcomp cache at {path}: the directory does not exist; {hint}.")
+    _check_not_a_file(path)
+    if not is_cache_dir(path):
+        try:
+            found = sorted(child.name for child in path.iterdir())
+        except OSError:
+            found = []
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise CacheError(
+            f"{path} is not a gradcomp cache (it holds {shown}, and no {MARKER} written by gradcomp), so gradcomp "
+            f"will not touch it; {hint}.")
+    return Cache(path, create=False)
+
+
 def check_name(name: str) -> None:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"name={name!r} is not a valid kernel name; use letters, digits, '_', '-' or '.' "
                          f"(at most 100).")
 
 
-def open_cache(cache) -> Cache | None:
+def open_cache(cache, *, create: bool = True) -> Cache | None:
     """``cache`` as the user passes it: None (default directory), False (none) or a path."""
     if cache is False:
         return None
     if cache is None or cache is True:
-        return Cache(default_root())
+        return Cache(default_root(), create=create)
     if isinstance(cache, Cache):
         return cache
     if isinstance(cache, (str, os.PathLike)):
-        return Cache(cache)
+        return Cache(cache, create=create)
     raise TypeError(f"cache must be None, False or a directory path, got {cache!r}.")
 
 
@@ -506,8 +666,12 @@ def restore_kernel(meta: dict, source: str, cache_root: str | None) -> Kernel:
 
 
 def load(name: str, cache=None) -> Kernel:
-    """A kernel compiled earlier under ``name``, from any process; needs no SymPy."""
-    store = open_cache(cache)
+    """A kernel compiled earlier under ``name``, from any process; needs no SymPy.
+
+    Raises ``KernelNotFoundError`` (a ``KeyError``) naming the cache searched
+    and the names it holds when ``name`` is not there.  Creates nothing.
+    """
+    store = open_cache(cache, create=False)
     if store is None:
         raise ValueError("load() needs a cache directory; cache=False has none.")
     return store.load(name)

@@ -4,7 +4,9 @@
     gradcomp precompile FILE.py [--cache DIR]
     gradcomp export NAME -o kernel_module.py [--cache DIR]
 
-The cache commands import neither SymPy nor Numba.
+The cache commands import neither SymPy nor Numba, create nothing, and touch
+only a directory that is a gradcomp cache (``cache.existing_cache``).  Every bad
+argument exits non-zero with a one-line message on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,27 +19,61 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cache import Cache, Entry, current_versions, default_root, max_bytes
+from .cache import Cache, Entry, KernelNotFoundError, current_versions, default_root, existing_cache, max_bytes
 from .errors import CacheError
 
 
+class UsageError(Exception):
+    """A bad argument the parser cannot see (a missing file, an unwritable output); the message says which."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit status."""
+    """Entry point of the console script; returns the exit status (2: bad usage, 1: the command failed)."""
     arguments = _parser().parse_args(argv)
     try:
         return arguments.run(arguments)
-    except (CacheError, KeyError, ValueError, FileNotFoundError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"gradcomp: {message}", file=sys.stderr)
+    except (UsageError, CacheError, KernelNotFoundError, ValueError) as exc:
+        print(f"gradcomp: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"gradcomp: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
 
 
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: 'gradcomp cache prune: argument --max-bytes: ...'."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _byte_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a byte count; give an integer >= 0, e.g. 500000000")
+    return value
+
+
+def _directory(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give the cache directory")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gradcomp", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="gradcomp", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
-    cache_dir = argparse.ArgumentParser(add_help=False)
-    cache_dir.add_argument("--cache", metavar="DIR", help="cache directory (default: $GRADCOMP_CACHE_DIR, else "
-                                                            f"{default_root()})")
+    cache_dir = _Parser(add_help=False)
+    cache_dir.add_argument("--cache", metavar="DIR", type=_directory,
+                           help=f"cache directory (default: $GRADCOMP_CACHE_DIR, else {default_root()})")
 
     cache = commands.add_parser("cache", help="inspect or clean a kernel cache")
     actions = cache.add_subparsers(required=True, metavar="ACTION")
@@ -47,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("clear", parents=[cache_dir], help="remove every cached kernel").set_defaults(run=_clear)
     prune = actions.add_parser("prune", parents=[cache_dir],
                                help="remove stray files, entries of other versions, least recently used entries")
-    prune.add_argument("--max-bytes", type=int, metavar="N", help="size to prune down to (default: "
+    prune.add_argument("--max-bytes", type=_byte_count, metavar="N", help="size to prune down to (default: "
                                                                   "$GRADCOMP_CACHE_MAX_BYTES, else 1 GiB)")
     prune.set_defaults(run=_prune)
 
@@ -65,7 +101,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _open(arguments) -> Cache:
-    return Cache(arguments.cache or default_root())
+    """The cache to inspect or clean, opened without creating anything.
+
+    ``--cache DIR`` must be a gradcomp cache; the default directory may not
+    exist yet (nothing was compiled), which reads as an empty cache.
+    """
+    if arguments.cache is not None:
+        return existing_cache(arguments.cache)
+    root = default_root()
+    return existing_cache(root) if root.exists() else Cache(root, create=False)
 
 
 # -- cache ---------------------------------------------------------------------
@@ -74,7 +118,7 @@ def _list(arguments) -> int:
     cache = _open(arguments)
     entries = cache.entries()
     if not entries:
-        print(f"no kernels in {cache.root}")
+        print(f"no kernels in {cache.root}" + ("" if cache.root.exists() else " (nothing compiled there yet)"))
         return 0
     rows = [("NAME", "KEY", "SIZE", "LAST USED", "COMPILED")]
     rows += [(entry.name or "-", entry.key[:12] + (" (stale)" if entry.stale else ""), _bytes(entry.size),
@@ -90,7 +134,7 @@ def _info(arguments) -> int:
     cache = _open(arguments)
     entries = cache.entries()
     stale = sum(entry.stale for entry in entries)
-    print(f"cache directory   {cache.root}")
+    print(f"cache directory   {cache.root}" + ("" if cache.root.exists() else " (not created yet)"))
     print(f"entries           {len(entries)} ({stale} of other versions, removed by `gradcomp cache prune`)")
     print(f"size              {_bytes(cache.total_bytes())} of at most {_bytes(max_bytes())}")
     print("versions          " + ", ".join(f"{package} {version}" for package, version in current_versions().items()))
@@ -129,9 +173,12 @@ def _bytes(size: int) -> str:
 # -- precompile ----------------------------------------------------------------
 
 def _precompile(arguments) -> int:
+    file = _python_file(Path(arguments.file))
+    root = Path(arguments.cache).expanduser().resolve() if arguments.cache else default_root()
+    Cache(root)  # a file or someone else's directory is refused before the user's file runs
     if arguments.cache:
-        os.environ["GRADCOMP_CACHE_DIR"] = str(Path(arguments.cache).expanduser().resolve())
-    kernels = _kernels_of(Path(arguments.file))
+        os.environ["GRADCOMP_CACHE_DIR"] = str(root)
+    kernels = _kernels_of(file)
     if not kernels:
         print(f"gradcomp: {arguments.file} defines no Kernel at module level; nothing to precompile.",
               file=sys.stderr)
@@ -148,11 +195,17 @@ def _precompile(arguments) -> int:
     return 0
 
 
+def _python_file(file: Path) -> Path:
+    if not file.exists():
+        raise UsageError(f"{file} does not exist; pass the path of a Python file that defines kernels.")
+    if not file.is_file() or file.suffix != ".py":
+        raise UsageError(f"{file} is not a Python file; pass the path of a .py file that defines kernels.")
+    return file
+
+
 def _kernels_of(file: Path) -> list[tuple[str, object]]:
     """Import ``file`` (its directory importable, as when run as a script) and collect its Kernels."""
     from .runtime import Kernel
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} does not exist; pass the path of a Python file that defines kernels.")
     sys.path.insert(0, str(file.resolve().parent))
     spec = importlib.util.spec_from_file_location(file.stem, file)
     module = importlib.util.module_from_spec(spec)
@@ -182,7 +235,11 @@ def _export(arguments) -> int:
     from .cache import load
     from .export import write_export
     kernel = load(arguments.name, cache=arguments.cache)
-    path = write_export(kernel, arguments.output)
+    try:
+        path = write_export(kernel, arguments.output)
+    except OSError as exc:
+        raise UsageError(f"cannot write {arguments.output} ({exc.strerror or exc}); pass -o a path in an existing "
+                         f"directory you can write to.") from None
     print(f"wrote {path}: `import {path.stem}; {path.stem}.kernel(...)`, {path.stem}.vjp(...), ... "
           f"(needs only NumPy and Numba)")
     return 0

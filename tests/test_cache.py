@@ -18,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ import sympy as sp
 import gradcomp as gc
 import gradcomp.cache
 import gradcomp.compiler
-from gradcomp.cache import Cache
+from gradcomp.cache import Cache, KernelNotFoundError
 
 POINTS = 1000
 x, y = sp.symbols("x y")
@@ -356,3 +357,105 @@ def test_a_miss_on_a_corrupted_entry_is_explained(copied_cache, caplog):
     with caplog.at_level(logging.DEBUG, logger="gradcomp"), pytest.warns(UserWarning):
         compile_small(copied_cache)
     assert "corrupted entry" in caplog.text
+
+
+# -- names and gc.load -------------------------------------------------------------------------
+
+def test_a_cache_hit_claims_its_name_so_a_new_process_loads_the_kernel_compiled_last(cache):
+    gc.compile(sp.sin(x), [x], name="model", cache=cache)
+    gc.compile(sp.cos(x), [x], name="model", cache=cache)
+    hit = gc.compile(sp.sin(x), [x], name="model", cache=cache)  # the first entry, found again
+    report = run_python("import json\nimport gradcomp as gc\nkernel = gc.load('model')\n"
+                        "print(json.dumps({'value': float(kernel(1.0)), 'key': kernel.key}))", cache)
+    assert report["key"] == hit.key
+    assert report["value"] == pytest.approx(np.sin(1.0))
+
+
+def test_load_of_a_missing_name_says_which_cache_holds_which_names_and_how_to_compile_it(cache):
+    compile_small(cache)
+    with pytest.raises(KeyError) as raised:  # a KeyError, as load has always raised
+        gc.load("smal", cache=cache)
+    assert isinstance(raised.value, KernelNotFoundError)
+    message = str(raised.value)
+    assert message.startswith("no kernel named 'smal'")  # no KeyError quoting around the message
+    assert str(cache) in message and "holds the name 'small'" in message and "name='smal'" in message
+
+
+def test_load_from_a_cache_directory_that_does_not_exist_says_so_and_creates_nothing(cache):
+    with pytest.raises(KernelNotFoundError, match="does not exist"):
+        gc.load("small", cache=cache)
+    assert not cache.exists()
+
+
+# -- the cache key ------------------------------------------------------------------------------
+
+def test_the_code_hash_covers_every_python_file_of_the_package_including_new_ones(tmp_path):
+    package = Path(gradcomp.cache.__file__).parent
+    copy = Path(shutil.copytree(package, tmp_path / "gradcomp", ignore=shutil.ignore_patterns("__pycache__")))
+    assert gradcomp.cache._code_hash(copy) == gradcomp.cache._code_hash() == gradcomp.cache._code_hash(package)
+    hashes = {gradcomp.cache._code_hash(copy)}
+    (copy / "new_stage.py").write_text("# a module added later\n")
+    hashes.add(gradcomp.cache._code_hash(copy))
+    (copy / "bridges" / "new_bridge.py").write_text("# in a subpackage\n")
+    hashes.add(gradcomp.cache._code_hash(copy))
+    with (copy / "cli.py").open("a") as handle:
+        handle.write("# edited\n")
+    hashes.add(gradcomp.cache._code_hash(copy))
+    (copy / "notes.txt").write_text("not Python")
+    hashes.add(gradcomp.cache._code_hash(copy))
+    assert len(hashes) == 4
+
+
+# -- what the cache directory may be -----------------------------------------------------------
+
+def test_a_cache_path_that_is_a_file_is_refused_without_damage_warnings(tmp_path):
+    not_a_directory = tmp_path / "cache"
+    not_a_directory.write_text("a file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "damaged" warning on the way
+        with pytest.raises(gc.CacheError, match="cache path .*cache is a file, not a directory"):
+            compile_small(not_a_directory)
+        with pytest.raises(gc.CacheError, match="is a file, not a directory"):
+            gc.load("small", cache=not_a_directory)
+
+
+def test_a_new_cache_directory_is_marked_as_a_gradcomp_cache(cache):
+    compile_small(cache)
+    assert (cache / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55\n")
+    assert gradcomp.cache.is_cache_dir(cache)
+
+
+def test_a_directory_with_other_content_is_neither_marked_nor_taken_for_a_cache(tmp_path):
+    project = tmp_path / "project"
+    (project / "v2_release").mkdir(parents=True)
+    (project / "v2_release" / "notes.txt").write_text("mine")
+    compile_small(project)  # compiling into it is allowed; it must not be tagged as a cache for backup tools
+    assert not (project / "CACHEDIR.TAG").exists()
+    (project / "v1" / "my_notes").mkdir()
+    assert not gradcomp.cache.is_cache_dir(project)
+    with pytest.raises(gc.CacheError, match="project is not a gradcomp cache.*v2_release"):
+        gradcomp.cache.existing_cache(project)
+
+
+def test_a_cache_written_before_the_marker_existed_is_recognized_by_its_layout(copied_cache):
+    (copied_cache / "CACHEDIR.TAG").unlink()
+    assert gradcomp.cache.is_cache_dir(copied_cache)
+    assert [entry.name for entry in gradcomp.cache.existing_cache(copied_cache).entries()] == ["small"]
+
+
+def test_clear_removes_only_the_files_gradcomp_wrote(copied_cache):
+    theirs = [copied_cache / "v2_release" / "notes.txt", copied_cache / "notes.txt",
+              copied_cache / "v1" / "modules" / "README"]
+    for path in theirs:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("not gradcomp's")
+    Cache(copied_cache).clear()
+    assert all(path.read_text() == "not gradcomp's" for path in theirs)
+    assert Cache(copied_cache).entries() == [] and not list((copied_cache / "v1").rglob("k_*"))
+    assert not (copied_cache / "v1" / "index").exists() and (copied_cache / "CACHEDIR.TAG").exists()
+
+
+def test_inspecting_a_cache_creates_nothing(cache):
+    store = Cache(cache, create=False)
+    assert store.entries() == [] and store.total_bytes() == 0 and store.names() == []
+    assert not cache.exists()

@@ -34,6 +34,22 @@ def gradcomp_command(*arguments: str, cache: Path) -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=300)
 
 
+def fails_with_one_line(result: subprocess.CompletedProcess, says: str) -> None:
+    """A bad argument: non-zero exit, nothing on stdout, one line on stderr (no traceback) saying ``says``."""
+    assert result.returncode != 0, result.stdout
+    assert result.stdout == "" and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("gradcomp"), result.stderr
+    assert says in result.stderr, result.stderr
+
+
+def foreign_directory(tmp_path: Path) -> Path:
+    """A user's directory with a release folder that looks like a layout version: not a gradcomp cache."""
+    directory = tmp_path / "mine"
+    (directory / "v2_release").mkdir(parents=True)
+    (directory / "v2_release" / "notes.txt").write_text("keep me")
+    return directory
+
+
 def test_cache_list_shows_name_key_size_last_use_and_compiled_drivers(cache, capsys):
     key = gc.load("small", cache=cache).key
     assert main(["cache", "list", "--cache", str(cache)]) == 0
@@ -125,3 +141,90 @@ def test_the_console_script_and_python_m_are_the_same_cli(cache):
     assert script is not None, "the console script is not installed: pip install -e ."
     by_script = subprocess.run([script, "cache", "info", "--cache", str(cache)], capture_output=True, text=True)
     assert by_script.returncode == 0 and by_script.stdout == gradcomp_command("cache", "info", cache=cache).stdout
+
+
+# -- bad arguments: refused with one line, nothing touched ---------------------------------------
+
+def test_cache_clear_leaves_a_users_folders_in_the_cache_directory(cache, capsys):
+    notes = cache / "v2_release" / "notes.txt"
+    notes.parent.mkdir()
+    notes.write_text("keep me")
+    assert main(["cache", "clear", "--cache", str(cache)]) == 0
+    assert notes.read_text() == "keep me" and Cache(cache).entries() == []
+
+
+@pytest.mark.parametrize("action", ["list", "info", "clear", "prune"])
+def test_cache_commands_refuse_a_directory_that_is_not_a_gradcomp_cache(tmp_path, action):
+    directory = foreign_directory(tmp_path)
+    fails_with_one_line(gradcomp_command("cache", action, cache=directory), "is not a gradcomp cache")
+    assert (directory / "v2_release" / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in directory.rglob("*")) == ["notes.txt", "v2_release"]
+
+
+@pytest.mark.parametrize("action", ["list", "info", "clear", "prune"])
+def test_cache_commands_refuse_a_cache_path_that_is_a_file(tmp_path, action):
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0\n")
+    fails_with_one_line(gradcomp_command("cache", action, cache=a_file), "is a file, not a directory")
+    assert a_file.read_text() == "root:x:0:0\n"
+
+
+@pytest.mark.parametrize("action", ["list", "info", "clear", "prune"])
+def test_cache_commands_on_a_directory_that_does_not_exist_fail_and_create_nothing(tmp_path, action):
+    new_directory = tmp_path / "new"
+    fails_with_one_line(gradcomp_command("cache", action, cache=new_directory), "does not exist")
+    assert not new_directory.exists()
+
+
+def test_cache_list_of_a_default_directory_not_created_yet_is_empty_and_creates_nothing(tmp_path):
+    default = tmp_path / "not-yet"
+    result = subprocess.run([sys.executable, "-m", "gradcomp", "cache", "list"], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "GRADCOMP_CACHE_DIR": str(default)})
+    assert result.returncode == 0 and result.stdout.startswith(f"no kernels in {default}"), result.stderr
+    assert not default.exists()
+
+
+@pytest.mark.parametrize("size", ["-5", "1GB", ""])
+def test_cache_prune_refuses_a_size_that_is_not_a_byte_count(cache, size):
+    result = subprocess.run([sys.executable, "-m", "gradcomp", "cache", "prune", "--max-bytes", size,
+                             "--cache", str(cache)], capture_output=True, text=True, timeout=120)
+    fails_with_one_line(result, f"{size!r} is not a byte count")
+    assert [entry.name for entry in Cache(cache).entries()] == ["small"]
+
+
+def test_a_cache_option_that_is_empty_is_refused():
+    result = subprocess.run([sys.executable, "-m", "gradcomp", "cache", "list", "--cache", ""],
+                            capture_output=True, text=True, timeout=120)
+    fails_with_one_line(result, "--cache: an empty path")
+
+
+def test_precompile_into_a_cache_path_that_is_a_file_fails(tmp_path):
+    defining_file = tmp_path / "models.py"
+    defining_file.write_text("import sympy as sp\nimport gradcomp as gc\n"
+                             "product = gc.compile(sp.Symbol('a') * 2, [sp.Symbol('a')])\n")
+    a_file = tmp_path / "cache"
+    a_file.write_text("")
+    result = gradcomp_command("precompile", str(defining_file), cache=a_file)
+    fails_with_one_line(result, f"the cache path {a_file} is a file, not a directory")
+    assert "damaged" not in result.stderr
+
+
+@pytest.mark.parametrize("file", ["missing.py", "a_folder", "models.txt"])
+def test_precompile_of_something_that_is_not_a_python_file_fails(tmp_path, file):
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "models.txt").write_text("x = 1\n")
+    fails_with_one_line(gradcomp_command("precompile", str(tmp_path / file), cache=tmp_path / "cache"),
+                        str(tmp_path / file))
+
+
+def test_export_to_an_unwritable_path_fails_with_one_line(cache, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    out = a_file / "small_kernel.py"  # a path under a file: unwritable even for root
+    fails_with_one_line(gradcomp_command("export", "small", "-o", str(out), cache=cache), f"cannot write {out}")
+
+
+def test_export_of_an_unknown_name_lists_the_names_the_cache_holds(cache):
+    fails_with_one_line(gradcomp_command("export", "smal", "-o", "smal_kernel.py", cache=cache),
+                        "no kernel named 'smal'")
+    assert "holds the name 'small'" in gradcomp_command("export", "smal", "-o", "m.py", cache=cache).stderr
