@@ -6,6 +6,8 @@ Everything here is checked with clear errors: this is where user input enters.
 
 from __future__ import annotations
 
+import numbers
+import operator
 import re
 from dataclasses import dataclass
 from math import prod
@@ -60,6 +62,11 @@ def make_signature(outputs, args, wrt=None, name=None, dtype="float64", arg_name
             f"args must be a sequence of arguments, got {type(args).__name__}: "
             f"write [x] for one scalar argument x, [[x1, x2]] for one vector argument.")
     arguments = tuple(_argument(item, i, arg_names) for i, item in enumerate(args))
+    if not arguments:
+        raise CompileError(
+            f"args={args!r} gives the kernel no arguments: a function of nothing has nothing to differentiate "
+            f"and no batch to run over (outputs {outputs!r}). Pass the symbols it is a function of, e.g. "
+            f"gc.compile(outputs, [x]); a constant output may ignore its arguments.")
     _check_unique_leaves(arguments)
     out_shape, flat_outputs = _outputs(outputs)
     return Signature(name, arguments, out_shape, flat_outputs, _wrt(wrt, arguments), dtype)
@@ -144,13 +151,15 @@ def _check_unique_leaves(arguments) -> None:
 def _wrt(wrt, arguments) -> tuple[int, ...]:
     if wrt is None:
         return tuple(range(len(arguments)))
-    if isinstance(wrt, (int, str)):
+    if isinstance(wrt, (numbers.Integral, str)):
         wrt = (wrt,)
     names = [a.name for a in arguments]
     indices = []
     for item in wrt:
         if isinstance(item, str) and item in names:
             item = names.index(item)
+        elif isinstance(item, numbers.Integral) and not isinstance(item, bool):
+            item = operator.index(item)  # np.int64, sympy Integer, ...: a plain int
         if isinstance(item, bool) or not isinstance(item, int) or not -len(arguments) <= item < len(arguments):
             raise CompileError(
                 f"wrt={tuple(wrt)!r} is invalid: {item!r} is not an argument index in "
