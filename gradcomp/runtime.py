@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import sys
+import threading
 import time
 import types
+import warnings
 from math import prod
 
 import numpy as np
@@ -22,6 +25,18 @@ DRIVERS = ("point", "serial", "parallel")
 _NUMERIC_KINDS = "biuf"
 CHUNK_BYTES = 64 << 20
 """Inputs that need converting (dtype, layout, partial broadcast) are converted this much at a time."""
+_FIRST_CALLS = threading.RLock()
+"""Held while a generated module is imported, a function compiled or loaded, or the point function frozen.
+
+The first call from many threads at once compiles once; later calls never take it."""
+_parallel_slot = threading.Lock()
+"""Held while a parallel driver runs where Numba's threading layer allows one at a time (workqueue)."""
+_threading_layer: str | None = None
+"""The Numba threading layer gradcomp's parallel drivers run on, once the first of them is ready."""
+_parallel_exclusive = True
+"""Parallel drivers one at a time: true until the layer is known to be thread-safe (TBB, OpenMP)."""
+_parallel_off = False
+"""In a child forked from a process running GNU OpenMP, which it cannot use: serial drivers only."""
 
 
 class _Method:
@@ -122,19 +137,19 @@ class Kernel:
     def precompile(self, methods=None, parallel: bool = True) -> None:
         """Compile ``methods`` (default: all) now: point function, serial and (optionally) parallel drivers.
 
-        Numba compiles a driver on its first call; calling with zero points
-        triggers that without computing anything (the point function computes
-        one throwaway point).  With a cache directory the
-        machine code lands there for later processes.
+        Numba compiles a driver on its first call; this compiles each for the
+        argument types a call passes, without running it (the point function
+        computes one throwaway point).  With a cache directory the machine
+        code lands there for later processes.
         """
         for name in methods or list(self._methods):
             method = self._methods[name]
-            if method.serial is None:
-                self._load(method)
-            arrays = [a for _, _, size in method.inputs for a in (np.zeros((1, size), self.dtype), 0)]
-            outputs = [np.empty((0, size), self.dtype) for _, _, size in method.outputs]
-            for driver in (method.serial, method.parallel) if parallel else (method.serial,):
-                driver(0, *arrays, *outputs)
+            self._load_method(method)
+            args = (0, *[a for _, _, size in method.inputs for a in (np.zeros((1, size), self.dtype), 0)],
+                    *[np.empty((0, size), self.dtype) for _, _, size in method.outputs])
+            self._ready(method.serial, False, args)
+            if parallel:
+                self._ready(method.parallel, True, args)
             self._point(method, [np.ones(core, self.dtype) for _, core, _ in method.inputs])
 
     @property
@@ -224,22 +239,50 @@ class Kernel:
         The first call compiles (or loads) the point function for exactly
         these types, then freezes it: a later call with other types raises
         TypeError at dispatch instead of compiling a variant per input type.
+        First calls from several threads take turns (``_FIRST_CALLS``): one
+        compiles and freezes, the others find it ready.
         """
         if not method.point_ready:
-            if method.point is None:
-                self._load(method)
-            rows = _first_call(self, method.point, values)
-            method.point.disable_compile()
-            method.point_ready = True
-        else:
-            rows = method.point(*values)
+            with _FIRST_CALLS:
+                if not method.point_ready:
+                    if method.point is None:
+                        self._load(method)
+                    rows = _first_call(self, method.point, values)
+                    method.point.disable_compile()
+                    method.point_ready = True
+                    return rows if method.rows_are_results else _shape_rows(method, rows)
+        rows = method.point(*values)
         return rows if method.rows_are_results else _shape_rows(method, rows)
+
+    def _load_method(self, method) -> None:
+        """Import the generated module and pick ``method``'s functions, once, whichever thread comes first."""
+        with _FIRST_CALLS:
+            if any(getattr(method, driver) is None for driver in DRIVERS):
+                self._load(method)
+
+    def _ready(self, driver, parallel: bool, args) -> None:
+        """Compile ``driver`` for the types of ``args`` (or load it from Numba's cache), once, without running it.
+
+        The first parallel driver of the process picks Numba's threading layer
+        first (``_choose_threading_layer``) and records what Numba took.
+        """
+        with _FIRST_CALLS:
+            if driver.signatures:
+                return
+            if parallel:
+                _choose_threading_layer()
+            started = time.perf_counter()
+            driver.compile(tuple(driver.typeof_pyval(arg) for arg in args))
+            log.info("%s: %s ready in %.2f s (Numba compiled it or loaded it from the cache)",
+                     self.name or self.key[:12], driver.__name__, time.perf_counter() - started)
+            if parallel:
+                _note_threading_layer()
 
     def _run_general(self, method, values, out):
         """Any batch shapes: convert, broadcast, run on all points, shape the results."""
         if any(is_dask_array(value) for value in values):
             from .bridges.dask import run_blockwise
-            return run_blockwise(self, method, values)
+            return run_blockwise(self, method, values, out)
         inputs = method.inputs
         dtype = self.dtype
         arrays, batches = [], []
@@ -258,15 +301,22 @@ class Kernel:
         points = prod(batch)
         if points == 1 and batch == () and out is None:
             return self._point(method, [np.require(array, dtype, ("C", "W")) for array in arrays])
+        targets = None
         if out is None:
             results = _allocate(batch, method.outputs, dtype)
         else:
             results = self._check_out(method, out, batch)
+            if any(_overlap(result, array) for result in results for array in arrays):
+                targets, results = results, _allocate(batch, method.outputs, dtype)  # as NumPy: via a temporary
         rows = [result.reshape(points, size) for result, (_, _, size) in zip(results, method.outputs)]
         if points:
-            if method.serial is None:
-                self._load(method)
+            if method.serial is None or method.parallel is None:
+                self._load_method(method)
             self._drive(method, arrays, batches, batch, rows)
+        if targets is not None:
+            for target, result in zip(targets, results):
+                target[...] = result
+            results = targets
         return results
 
     def _drive(self, method, arrays, batches, batch, rows):
@@ -289,11 +339,22 @@ class Kernel:
                     array = np.broadcast_to(array, batch + array.shape[len(shape):])  # rare: a partial broadcast
                 array = np.ascontiguousarray(array, dtype)
                 call_args += (array.reshape(1 if shared else points, size), 0 if shared else 1)
-            driver = method.parallel if points >= method.parallel_min_points else method.serial
-            if driver.signatures:
-                driver(points, *call_args, *rows)
-            else:
-                _first_call(self, driver, (points, *call_args, *rows))
+            parallel = points >= method.parallel_min_points and not _parallel_off
+            driver = method.parallel if parallel else method.serial
+            args = (points, *call_args, *rows)
+            if not driver.signatures:
+                self._ready(driver, parallel, args)
+            if parallel and _parallel_exclusive:
+                if _parallel_slot.acquire(blocking=False):
+                    try:
+                        driver(*args)
+                    finally:
+                        _parallel_slot.release()
+                    return
+                driver = method.serial  # another thread holds the only parallel slot: this one runs on its own core
+                if not driver.signatures:
+                    self._ready(driver, False, args)
+            driver(*args)
             return
         inner = prod(batch[1:])
         step = max(1, CHUNK_BYTES // (point_bytes * inner))
@@ -324,6 +385,13 @@ class Kernel:
             if not (array.flags.c_contiguous and array.flags.writeable):
                 raise ValueError(f"out for {block!r} must be C-contiguous and writeable "
                                  f"(np.empty({shape}) or an np.memmap in mode 'w+').")
+        blocks = [block for block, _, _ in method.outputs]
+        for i, array in enumerate(given):
+            for j in range(i):
+                if np.may_share_memory(given[j], array):  # C-contiguous: overlapping bounds share memory
+                    raise ValueError(
+                        f"out arrays {j} ({blocks[j]!r}) and {i} ({blocks[i]!r}) share memory: each result "
+                        f"needs its own array, e.g. out=({', '.join(f'np.empty({s})' for s in expected)}).")
         return list(given)
 
     def _wrong_count(self, name, method, values):
@@ -341,7 +409,13 @@ class Kernel:
 
     def _as_array(self, value, block):
         """An ndarray of real numbers (converted to the kernel's dtype later, chunk by chunk)."""
-        array = np.asarray(value)
+        try:
+            array = np.asarray(value)
+        except ValueError as exc:  # ragged nesting: NumPy refuses an inhomogeneous shape
+            text = repr(value)
+            raise ValueError(
+                f"argument {block!r} is not a rectangular array: {text[:80] + '...' if len(text) > 80 else text} "
+                f"({exc}). Give nested lists of equal lengths, or an array of shape (..., core shape).") from None
         if array.dtype.kind not in _NUMERIC_KINDS:
             raise TypeError(
                 f"argument {block!r} must be real numbers, got {type(value).__name__} of dtype {array.dtype}.")
@@ -375,6 +449,81 @@ def _first_call(kernel, function, args):
     log.info("%s: %s ready in %.2f s (Numba compiled it or loaded it from the cache)",
              kernel.name or kernel.key[:12], function.__name__, time.perf_counter() - started)
     return result
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays share memory (a problem too hard to decide counts as shared)."""
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return np.shares_memory(a, b, max_work=1 << 20)
+    except getattr(np, "exceptions", np).TooHardError:
+        return True
+
+
+def _choose_threading_layer() -> None:
+    """Before gradcomp's first parallel driver is compiled or loaded: a fork-safe Numba threading layer.
+
+    Numba's default takes GNU OpenMP where present (Linux), which a forked child
+    cannot use: the child is terminated at its first parallel batch and a
+    ``multiprocessing.Pool`` waits forever.  Numba's 'forksafe' takes TBB where
+    installed (``pip install tbb``), else workqueue on Linux, OpenMP elsewhere
+    (fork-safe there).  A layer the user chose (``NUMBA_THREADING_LAYER``,
+    ``numba.config.THREADING_LAYER``, ``.numba_config.yaml``) is kept, and so is
+    one Numba already launched.  Must run before Numba's first parallel launch.
+    """
+    from numba.core import config
+    from numba.np.ufunc import parallel
+
+    if parallel._is_initialized:
+        return
+    config.reload_config()  # the environment as it is now: the compiler's own reload then keeps what is set here
+    if os.environ.get("NUMBA_THREADING_LAYER") is None and str(config.THREADING_LAYER).lower() == "default":
+        config.THREADING_LAYER = "forksafe"
+
+
+def _note_threading_layer() -> None:
+    """After a parallel driver is ready: the layer Numba took says whether drivers may run concurrently."""
+    global _threading_layer, _parallel_exclusive
+    if _threading_layer is None:
+        from numba.np.ufunc import parallel
+        _threading_layer = parallel._threading_layer
+        # workqueue aborts the process when two threads launch parallel work at once
+        _parallel_exclusive = _threading_layer not in ("tbb", "omp")
+
+
+def _gnu_openmp_running() -> bool:
+    """Whether Numba's threading layer in this process is OpenMP on Linux (GNU OpenMP: not fork-safe)."""
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    return (sys.platform.startswith("linux") and parallel is not None and parallel._is_initialized
+            and parallel._threading_layer == "omp")
+
+
+_warned_fork = False
+
+
+def _before_fork() -> None:
+    global _warned_fork
+    if not _warned_fork and _gnu_openmp_running():
+        _warned_fork = True
+        warnings.warn(
+            "gradcomp: this process forks while Numba runs on GNU OpenMP (threading layer 'omp'), which is not "
+            "fork-safe: in the child, gradcomp runs batches on one core (its serial driver). For parallel batches "
+            "in forked children, leave NUMBA_THREADING_LAYER unset or set it to 'tbb' (pip install tbb) or "
+            "'workqueue'; or start processes with 'spawn' or 'forkserver'.", RuntimeWarning, stacklevel=2)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has one thread: locks held by the parent's other threads are fresh again."""
+    global _FIRST_CALLS, _parallel_slot, _parallel_off
+    _FIRST_CALLS = threading.RLock()
+    _parallel_slot = threading.Lock()
+    if _gnu_openmp_running():
+        _parallel_off = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def _allocate(batch, outputs, dtype) -> list:

@@ -6,6 +6,7 @@ so workers need gradcomp, NumPy and Numba but never SymPy.
 
 from __future__ import annotations
 
+import math
 import string
 from math import prod
 
@@ -14,13 +15,28 @@ import numpy as np
 from ..runtime import is_dask_array
 
 
-def run_blockwise(kernel, method, values) -> list:
-    """The results of ``method`` as dask arrays: batch + shape, chunked like the batch."""
+def run_blockwise(kernel, method, values, out=None) -> list:
+    """The results of ``method`` as dask arrays: batch + shape, chunked like the batch.
+
+    Shapes and dtypes are checked here, with the messages of NumPy inputs,
+    before dask sees them.  ``out`` is refused: the results are lazy.
+    """
     import dask.array as da
 
+    if out is not None:
+        raise TypeError(
+            f"out= cannot be used with dask array inputs: the results are lazy dask arrays, not computed into "
+            f"{type(out).__name__}. Call without out= and store them, e.g. dask.array.store(result, out).")
+    values = [value if is_dask_array(value) else kernel._as_array(value, block)
+              for (block, _, _), value in zip(method.inputs, values)]
     cores = [core for _, core, _ in method.inputs]
-    batch_ndims = [np.ndim(v) - len(core) for v, core in zip(values, cores)]
-    batch_shape = np.broadcast_shapes(*(np.shape(v)[:n] for v, n in zip(values, batch_ndims)))
+    batch_ndims = [_checked_batch_ndim(kernel, block, core, value)
+                   for (block, core, _), value in zip(method.inputs, values)]
+    batches = [np.shape(v)[:n] for v, n in zip(values, batch_ndims)]
+    if any(math.isnan(size) for batch in batches for size in batch):
+        batch_shape = np.broadcast_shapes(*batches)  # unknown chunk sizes: dask decides
+    else:
+        batch_shape = kernel._broadcast(method, batches)
     batch_index = string.ascii_lowercase[:len(batch_shape)]
     core_letters = iter(string.ascii_uppercase[:-1])
     pairs = []
@@ -39,6 +55,17 @@ def run_blockwise(kernel, method, values) -> list:
         results.append(packed[..., start:start + size].reshape(batch_shape + shape))
         start += size
     return results
+
+
+def _checked_batch_ndim(kernel, block, core, value) -> int:
+    """How many batch dimensions ``value`` has; a wrong core shape or dtype is refused as for NumPy inputs."""
+    if np.dtype(value.dtype).kind not in "biuf":
+        raise TypeError(f"argument {block!r} must be real numbers, got {type(value).__name__} of dtype {value.dtype}.")
+    shape = tuple(value.shape)
+    batch_ndim = len(shape) - len(core)
+    if batch_ndim < 0 or shape[batch_ndim:] != core:
+        kernel._wrong_shape(block, core, shape)
+    return batch_ndim
 
 
 def _packed_block(*blocks, kernel, name_):
