@@ -218,3 +218,28 @@ def test_expressions_deeper_than_the_recursion_limit_compile():
     for _ in range(250):
         value, derivative = np.sin(value) / 2 + 0.3, np.cos(value) / 2 * derivative + 1
     np.testing.assert_allclose(k.value_and_grad(0.3), (value, derivative), rtol=1e-13)
+
+
+def test_out_partly_overlapping_an_input_gives_numpys_result():
+    x = sp.Symbol("x")
+    k = gc.compile(x + 1, [x], cache=False)
+    B, C = np.zeros(6), np.zeros(6)
+    k(B[:5], out=B[1:])
+    np.add(C[:5], 1, out=C[1:])
+    np.testing.assert_array_equal(B, C)  # [0, 1, 1, 1, 1, 1]: every input read before any result is written
+
+
+def test_out_that_is_an_input_itself_is_computed_in_place():
+    x = sp.symbols("x0:2")
+    k = gc.compile([x[1], x[0]], [list(x)], cache=False)  # a swap: writing y0 first would clobber x1
+    X = RNG.standard_normal((1000, 2))
+    expected = X[:, ::-1].copy()
+    assert k(X, out=X) is X
+    np.testing.assert_array_equal(X, expected)
+
+
+def test_wrt_accepts_numpy_and_sympy_integers():
+    x, y = sp.symbols("x y")
+    for index in (np.int64(1), np.int32(1), sp.Integer(1), [np.int64(-1)]):
+        k = gc.compile(x**2 * y**3, [x, y], wrt=index, cache=False)
+        assert k.wrt == (1,) and k.grad(2.0, 1.0) == 12.0

@@ -52,3 +52,28 @@ def test_a_local_cluster_of_worker_processes_runs_the_kernel(layer, batch):
         workers_without_sympy = client.run(lambda: "sympy" not in __import__("sys").modules)
     np.testing.assert_array_equal(y, layer(x, W))
     assert len(workers_without_sympy) == 2 and all(workers_without_sympy.values())
+
+
+def test_a_dask_argument_of_the_wrong_core_shape_is_named_before_dask_sees_it(layer, batch):
+    _, _, W, _ = batch
+    with pytest.raises(ValueError, match=r"argument 'arg0' has shape \(1000, 4\), which does not end in its core "
+                                         r"shape \(3,\)"):
+        layer(da.ones((1000, 4), chunks=(300, 4)), W)
+
+
+def test_dask_batch_shapes_that_do_not_broadcast_are_named(layer, batch):
+    lazy_x, _, W, _ = batch
+    with pytest.raises(ValueError, match=r"batch shapes do not broadcast: arg0 \(1000,\), W \(7,\)"):
+        layer(lazy_x, np.ones((7, 2, 3)))
+
+
+def test_a_complex_dask_argument_is_a_type_error(layer, batch):
+    _, _, W, _ = batch
+    with pytest.raises(TypeError, match="argument 'arg0' must be real numbers, got Array of dtype complex128"):
+        layer(da.ones((10, 3), dtype=complex), W)
+
+
+def test_out_with_dask_inputs_is_refused(layer, batch):
+    lazy_x, _, W, _ = batch
+    with pytest.raises(TypeError, match=r"out= cannot be used with dask array inputs.*dask\.array\.store"):
+        layer(lazy_x, W, out=np.empty((1000, 2)))

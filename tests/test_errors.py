@@ -53,10 +53,17 @@ def test_duplicated_symbol_across_arguments_is_named():
 @pytest.mark.parametrize("wrt, message", [([2], r"2 is not an argument index in 0\.\.1"),
                                           ([0, 0], "names an argument twice"),
                                           ([], "differentiates nothing"),
-                                          (["w"], "'w' is not an argument index")])
+                                          (["w"], "'w' is not an argument index"),
+                                          ([True], "True is not an argument index"),
+                                          ([1.0], r"1\.0 is not an argument index")])
 def test_bad_wrt_is_explained(wrt, message):
     with pytest.raises(gc.CompileError, match=message):
         gc.compile(x * y, [x, y], wrt=wrt)
+
+
+def test_a_constant_function_of_no_arguments_is_refused_at_compile_time():
+    with pytest.raises(gc.CompileError, match=r"args=\[\] gives the kernel no arguments.*outputs 3.*Pass the symbols"):
+        gc.compile(sp.Integer(3), [])
 
 
 def test_argument_that_is_not_a_symbol_is_named():
@@ -108,6 +115,20 @@ def test_batch_shapes_that_do_not_broadcast_are_named(vector_kernel):
 def test_non_numeric_input_is_a_type_error(vector_kernel, bad):
     with pytest.raises(TypeError, match="argument 'x' must be real numbers"):
         vector_kernel([1, 2, 3], bad)
+
+
+def test_ragged_list_input_names_the_argument(vector_kernel):
+    with pytest.raises(ValueError, match=r"argument 'arg0' is not a rectangular array: \[\[1, 2, 3\], \[3\]\]"):
+        vector_kernel([[1, 2, 3], [3]], 1.0)
+
+
+@pytest.mark.parametrize("overlap", ["one array twice", "partly"])
+def test_out_arrays_that_share_memory_are_refused(overlap):
+    k = gc.compile(x * y, [x, y], cache=False)
+    block, other = np.empty(7), np.empty(4)
+    out = (block[:4], other, block[:4]) if overlap == "one array twice" else (block[:4], other, block[3:])
+    with pytest.raises(ValueError, match=r"out arrays 0 \(.*\) and 2 \(.*\) share memory: each result needs its own"):
+        k.value_and_vjp(np.ones(4), 2.0, 1.0, out=out)
 
 
 def test_grad_of_a_vector_output_points_to_vjp(vector_kernel):
