@@ -1,11 +1,16 @@
-"""Stage 3: programs -> the Python source of one module of Numba kernels.
+"""Stage 3: programs -> the kernel module: Numba drivers, and per method the code for its core.
 
-Per method the module has a scalar core (one point: read inputs, straight-line
-code, write outputs), split into chained ``part`` functions when the program
-is long (Numba's compile time grows much faster than linearly with function
-length), and two drivers over a batch: a plain loop and a ``prange`` loop.
-Every array the drivers see is 2-D and C-contiguous, ``(points, core size)``;
-an argument shared by the whole batch has one row and a step of 0.
+Per method the module holds
+- the *listing*: the straight-line program, one statement per line, with the
+  names that trace back to the source (``x1_bar``); op counts come from it;
+- the *instructions*: the same operations as text over numbered values, from
+  which ``gradcomp.ir`` builds the core as LLVM IR when Numba compiles a driver
+  (no Python front end per statement, so size costs little compile time);
+- three Numba drivers: a point function, a plain loop and a ``prange`` loop.
+The drivers' Python uses only names of its own (``in0``, ``step0``, ``out0``):
+no user symbol name ever appears in code, so none can clash with it.
+Every array the drivers see is C-contiguous with one row per point; an
+argument shared by the whole batch has one row and a step of 0.
 """
 
 from __future__ import annotations
@@ -19,14 +24,7 @@ from sympy.logic.boolalg import BooleanAtom
 
 from . import __version__
 from .derive import Derivation, Program
-from .functions import RULES
-
-PART_STATEMENTS = 400
-"""Longest straight-line function emitted; longer programs are split into parts.
-
-Parts cost run time (values cross calls that LLVM does not inline: rosenbrock32
-VJP ran 19 Mpts/s split at 150 statements, 37 unsplit), so split only where Numba's
-superlinear compile time starts to dominate."""
+from .functions import rule_for
 
 PARALLEL_WORK = 1_000_000
 """Operations (points x ops per point) from which a batch runs on all cores.
@@ -36,8 +34,11 @@ scheduler slice (~10 ms) when another process holds a core: measured at
 N = 1000 on a loaded 2-core machine, prange ran rosenbrock32 37x slower than
 the plain loop.  Below ~0.5 ms of serial work the plain loop is the safe choice."""
 
+SQUARING_MAX_EXPONENT = 64
+"""Integer powers up to this are products (by squaring beyond the 4th); higher ones call pow, whose
+result is correctly rounded where n squarings would lose about n ulps."""
+
 _RELATIONS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
-_NOT_OPERATIONS = {"f32", "f64", "int", "float"}
 
 
 class Module(NamedTuple):
@@ -47,13 +48,13 @@ class Module(NamedTuple):
     meta: dict
 
 
-
 class Printer:
-    """Prints one shallow assignment value as a Numba expression; ``_print_<Class>`` dispatch."""
+    """Prints one shallow assignment value as a Python expression for the listing; ``_print_<Class>``
+    dispatch.  The listing is what people read and what op counts are counted on; the instructions
+    (``Emitter``) compute the same operations in the same order."""
 
     def __init__(self, dtype: str):
         self.float32 = dtype == "float32"
-        self.helpers: set[str] = set()
 
     def literal(self, number) -> str:
         value = float(number)
@@ -134,7 +135,7 @@ class Printer:
         one = self.literal(1)
         if exponent.is_Integer:
             n = int(exponent)
-            product = _power_product(self._atom(base), abs(n))
+            product = _power_text(self._atom(base), abs(n))
             if n > 0:
                 return product
             return f"{one}/{product}" if abs(n) == 1 else f"{one}/({product})"
@@ -143,7 +144,7 @@ class Printer:
         if exponent == -sp.S.Half:
             return f"{one}/math.sqrt({self(base)})"
         if exponent.is_Rational and exponent.q == 2 and exponent > 0:
-            return f"{_power_product(self._atom(base), int(exponent.p) // 2)}*math.sqrt({self(base)})"
+            return f"{_power_text(self._atom(base), int(exponent.p) // 2)}*math.sqrt({self(base)})"
         return f"{self._atom(base)}**{self._atom(exponent)}"
 
     def _print_Piecewise(self, expr) -> str:
@@ -165,13 +166,8 @@ class Printer:
         return f"(not {self(expr.args[0])})"
 
     def _print_function(self, expr) -> str:
-        rule = RULES[type(expr)]
-        text = rule.numba.format(*(self(a) for a in expr.args), zero=self.literal(0), one=self.literal(1))
-        if rule.helper:
-            self.helpers.add(rule.helper)
-            if self.float32:
-                text = f"f32({text})"
-        return text
+        return rule_for(type(expr)).numba.format(*(self(a) for a in expr.args), zero=self.literal(0),
+                                                 one=self.literal(1))
 
 
 def _pairwise(signed: list) -> tuple[bool, str]:
@@ -192,13 +188,10 @@ def _pairwise(signed: list) -> tuple[bool, str]:
     return signed[0]
 
 
-def _power_product(base: str, n: int) -> str:
-    """base**n as multiplications (squaring for large n)."""
-    if n <= 4:
-        return "*".join([base] * n)
-    half = _power_product(base, n // 2)
-    square = f"({half})*({half})"
-    return f"{square}*{base}" if n % 2 else square
+def _power_text(base: str, n: int) -> str:
+    """base**n as the listing shows it: products up to the 4th power (what is computed), else ``**``
+    (computed by squaring, or by pow beyond ``SQUARING_MAX_EXPONENT``)."""
+    return "*".join([base] * n) if n <= 4 else f"{base}**{n}"
 
 
 _NUMBER = re.compile(r"(?<![\w.])\d[\d.]*(?:e[+-]?\d+)?")
@@ -219,6 +212,227 @@ def count_operations(statements) -> int:
     return total
 
 
+
+
+# -- instructions --------------------------------------------------------------
+
+class Emitter:
+    """SymPy values of one program -> instruction text for ``gradcomp.ir``; ``_emit_<Class>`` dispatch.
+
+    Mirrors ``Printer`` operation for operation (balanced sums, products left
+    to right, the same selects), so the listing shows what the core computes.
+    """
+
+    _RELATIONS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.refs: dict = {}  # program Var -> value number
+        self._constants: dict[str, int] = {}
+
+    def emit(self, op: str, *args, name: str = "-") -> int:
+        self.lines.append(" ".join((name, op, *map(str, args))))
+        return len(self.lines) - 1
+
+    def constant(self, number) -> int:
+        text = repr(float(number))
+        if text not in self._constants:
+            self._constants[text] = self.emit("const", text)
+        return self._constants[text]
+
+    def assign(self, target, value) -> None:
+        self.refs[target] = self.value(value, _ir_name(target.name))
+
+    def value(self, expr, name: str = "-") -> int:
+        if isinstance(expr, BooleanAtom):
+            return self.emit("bool", int(bool(expr)), name=name)
+        if isinstance(expr, sp.Symbol):
+            return self.refs[expr]
+        if expr.is_Number:
+            return self.constant(expr)
+        method = getattr(self, f"_emit_{type(expr).__name__}", None)
+        if method is not None:
+            return method(expr, name)
+        if expr.is_Add:
+            return self._emit_Add(expr, name)
+        if expr.is_Mul:
+            return self._emit_Mul(expr, name)
+        if expr.is_Pow:
+            return self._emit_Pow(expr, name)
+        if isinstance(expr, sp.core.relational.Relational):
+            return self.emit(self._RELATIONS[expr.rel_op], self.value(expr.lhs), self.value(expr.rhs), name=name)
+        return self._emit_function(expr, name)
+
+    def _emit_Add(self, expr, name):
+        signed = []
+        for term in expr.args:
+            coeff, rest = term.as_coeff_Mul()
+            if rest.is_Number:
+                coeff, body = coeff * rest, None
+            else:
+                body = self.value(rest)
+            magnitude = abs(coeff)
+            if body is None:
+                piece = self.constant(magnitude)
+            elif magnitude == 1:
+                piece = body
+            else:
+                piece = self.emit("mul", self.constant(magnitude), body)
+            signed.append((bool(coeff < 0), piece))
+        signed.sort(key=lambda item: item[0])
+        while len(signed) > 1:
+            paired = []
+            for k in range(0, len(signed) - 1, 2):
+                (left_negative, left), (right_negative, right) = signed[k], signed[k + 1]
+                if left_negative == right_negative:
+                    paired.append((left_negative, self.emit("add", left, right)))
+                elif right_negative:
+                    paired.append((False, self.emit("sub", left, right)))
+                else:
+                    paired.append((False, self.emit("sub", right, left)))
+            if len(signed) % 2:
+                paired.append(signed[-1])
+            signed = paired
+        negative, total = signed[0]
+        return self.emit("neg", total, name=name) if negative else self._named(total, name)
+
+    def _emit_Mul(self, expr, name):
+        coeff, factors = expr.as_coeff_mul()
+        numerator = [f for f in factors if not (f.is_Pow and f.exp == -1)]
+        denominator = [f.base for f in factors if f.is_Pow and f.exp == -1]
+        negative = coeff < 0
+        magnitude = -coeff if negative else coeff
+        parts = [self.value(f) for f in numerator]
+        if magnitude != 1 or not parts:
+            parts.insert(0, self.constant(magnitude))
+        if negative:  # the listing's -a*b is (-a)*b
+            parts[0] = self.emit("neg", parts[0])
+        result = parts[0]
+        for part in parts[1:]:
+            result = self.emit("mul", result, part)
+        for divisor in denominator:
+            result = self.emit("div", result, self.value(divisor))
+        return self._named(result, name)
+
+    def _emit_Pow(self, expr, name):
+        base, exponent = expr.args
+        if exponent.is_Integer and abs(exponent) > SQUARING_MAX_EXPONENT:
+            return self.emit("call", "pow", self.value(base), self.constant(exponent), name=name)
+        if exponent.is_Integer:
+            n = int(exponent)
+            product = self._power(self.value(base), abs(n))
+            return self._named(product if n > 0 else self.emit("div", self.constant(1), product), name)
+        if exponent == sp.S.Half:
+            return self.emit("call", "sqrt", self.value(base), name=name)
+        if exponent == -sp.S.Half:
+            return self.emit("div", self.constant(1), self.emit("call", "sqrt", self.value(base)), name=name)
+        if exponent.is_Rational and exponent.q == 2 and exponent > 0:
+            root = self.emit("call", "sqrt", self.value(base))
+            return self.emit("mul", self._power(self.value(base), int(exponent.p) // 2), root, name=name)
+        return self.emit("call", "pow", self.value(base), self.value(exponent), name=name)
+
+    def _power(self, base: int, n: int) -> int:
+        """base**n: a chain of products up to n = 4, else by squaring (log2(n) products)."""
+        if n <= 4:
+            result = base
+            for _ in range(n - 1):
+                result = self.emit("mul", result, base)
+            return result
+        result, square = None, base
+        while n:
+            if n & 1:
+                result = square if result is None else self.emit("mul", result, square)
+            n >>= 1
+            if n:
+                square = self.emit("mul", square, square)
+        return result
+
+    def _emit_Piecewise(self, expr, name):
+        result = None
+        pairs = list(expr.args)
+        if pairs[-1][1] == sp.true:
+            result = self.value(pairs.pop()[0])
+        else:
+            result = self.constant(float("nan"))
+        for value, condition in reversed(pairs):
+            result = self.emit("select", self.value(condition), self.value(value), result)
+        return self._named(result, name)
+
+    def _emit_And(self, expr, name):
+        return self._fold("and", expr.args, name)
+
+    def _emit_Or(self, expr, name):
+        return self._fold("or", expr.args, name)
+
+    def _emit_Not(self, expr, name):
+        return self.emit("not", self.value(expr.args[0]), name=name)
+
+    def _fold(self, op, args, name):
+        result = self.value(args[0])
+        for arg in args[1:]:
+            result = self.emit(op, result, self.value(arg))
+        return self._named(result, name)
+
+    def _emit_function(self, expr, name):
+        op = _ir_op(rule_for(type(expr)))
+        args = [self.value(a) for a in expr.args]
+        if op == "identity":
+            return args[0]
+        if op == "zero":
+            return self.constant(0)
+        if op in ("max", "min"):  # the first argument wins a tie; NaN in either gives NaN
+            a, b = args
+            keep_a = self.emit("or", self.emit("ge" if op == "max" else "le", a, b), self.emit("ne", a, a))
+            return self.emit("select", keep_a, a, b, name=name)
+        if op == "sign":  # NaN and +-0 give themselves
+            (x,) = args
+            zero = self.constant(0)
+            inner = self.emit("select", self.emit("lt", x, zero), self.constant(-1), x)
+            return self.emit("select", self.emit("gt", x, zero), self.constant(1), inner, name=name)
+        if op == "heaviside":
+            x, at_zero = args
+            zero = self.constant(0)
+            inner = self.emit("select", self.emit("eq", x, zero), at_zero, x)
+            inner = self.emit("select", self.emit("lt", x, zero), zero, inner)
+            return self.emit("select", self.emit("gt", x, zero), self.constant(1), inner, name=name)
+        return self.emit(*op.split(), *args, name=name)
+
+    def _named(self, value: int, name: str) -> int:
+        """Give the last instruction the assignment's name when it computed ``value``."""
+        if name != "-" and value == len(self.lines) - 1 and self.lines[value].startswith("- "):
+            self.lines[value] = name + self.lines[value][1:]
+        return value
+
+
+_MATH_CALL = re.compile(r"math\.(\w+)\(")
+
+
+def _ir_op(rule) -> str:
+    """A rule's instruction: its ``ir`` entry, else a call of the ``math`` function it prints as."""
+    return rule.ir or f"call {_MATH_CALL.match(rule.numba).group(1)}"
+
+
+def _ir_name(name: str) -> str:
+    """The listing's name on the IR value, where it is plain ASCII (IR names are for reading only)."""
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else "-"
+
+
+def instructions(program: Program) -> str:
+    """A program as instruction text: the input and output block sizes, loads, the body, stores."""
+    emitter = Emitter()
+    lines = [f"in {' '.join(str(len(b.operands)) for b in program.inputs)}",
+             f"out {' '.join(str(len(b.operands)) for b in program.outputs)}"]
+    for b, block in enumerate(program.inputs):
+        for j, symbol in enumerate(block.operands):
+            emitter.refs[symbol] = emitter.emit("load", b, j, name=_ir_name(symbol.name))
+    for assignment in program.assignments:
+        emitter.assign(assignment.target, assignment.value)
+    for b, block in enumerate(program.outputs):
+        for j, operand in enumerate(block.operands):
+            emitter.emit("store", b, j, emitter.value(operand))
+    return "\n".join(lines + emitter.lines)
+
+
 # -- the stage ---------------------------------------------------------------
 
 def generate(derivation: Derivation, key: str) -> Module:
@@ -227,7 +441,7 @@ def generate(derivation: Derivation, key: str) -> Module:
     printer = Printer(signature.dtype)
     sections, methods = [], {}
     for method, program in derivation.programs.items():
-        text, statements, ops = _method_source(program, printer)
+        text, statements, ops = _method_source(program, printer, signature.dtype)
         sections.append(text)
         methods[method] = {
             "inputs": [[b.name, list(b.shape)] for b in program.inputs],
@@ -246,164 +460,78 @@ def generate(derivation: Derivation, key: str) -> Module:
         "methods": methods,
         "gradcomp": __version__,
     }
-    source = "\n".join([_header(signature, meta, printer)] + sections)
+    source = "\n".join([_header(signature, meta)] + sections)
     return Module(source, meta)
 
 
-def _header(signature, meta, printer) -> str:
+def _header(signature, meta) -> str:
     counts = "\n".join(f"    {m:<14} {info['ops']:>6} operations, {info['statements']:>5} statements"
                        for m, info in meta["methods"].items())
-    lines = [
+    return "\n".join([
         f'"""gradcomp kernel {signature.name or "(unnamed)"}: generated code, do not edit.',
         "",
         f"Computes {signature}",
         "and its derivatives: forward value, vector-Jacobian product (vjp), fused",
         "value_and_vjp, Jacobian-vector product (jvp), Jacobian and (scalar output) Hessian.",
-        "Per point (arithmetic operations and calls in each method's core):",
+        "Per point (arithmetic operations and calls in each method's listing):",
         counts,
+        "Each method's listing is its straight-line program, and its instructions are the same",
+        "operations, built into LLVM IR by gradcomp.ir when Numba compiles a driver.",
         f"Key {meta['key']}, gradcomp {meta['gradcomp']}.",
         '"""',
-        "import math",
-        "",
         "import numpy as np",
         "from numba import njit, prange",
         "",
+        "from gradcomp.ir import core",
+        "",
         "# Numba caches machine code only for functions of a module that lives in a file.",
         'CACHE = "__file__" in globals()',
-    ]
-    if printer.float32:
-        lines.append("f32 = np.float32")
-    lines += ["", f"META = {meta!r}", ""]
-    for helper in sorted(printer.helpers):
-        lines.append(HELPERS[helper])
-    return "\n".join(lines)
+        "",
+        f"META = {meta!r}",
+        "",
+    ])
 
 
-def _method_source(program: Program, printer: Printer) -> tuple[str, int, int]:
-    names = {a.target.name for a in program.assignments}
-    names |= {s.name for b in program.inputs for s in b.operands}
-    arrays = _array_names(program, names)
-    body = [f"{a.target.name} = {printer(a.value)}" for a in program.assignments]
+def listing(program: Program, printer: Printer) -> list[str]:
+    """The program as statements people read: ``name = expression``, one per assignment."""
+    return [f"{a.target.name} = {printer(a.value)}" for a in program.assignments]
+
+
+def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str, int, int]:
+    body = listing(program, printer)
     ops = count_operations(body)
-    reads = [f"r{k} = i * {step}" for k, (_, step) in enumerate(arrays["in"])]
-    for k, (block, (array, _)) in enumerate(zip(program.inputs, arrays["in"])):
-        reads += [f"{s.name} = {array}[r{k}, {j}]" for j, s in enumerate(block.operands)]
-    writes = []
-    for block, array in zip(program.outputs, arrays["out"]):
-        zeros = sum(1 for o in block.operands if o == 0)
-        if zeros > 1:  # sparse results (Hessians, Jacobians): clear the row once, write the rest
-            writes.append(f"{array}[i, :] = {printer.literal(0)}")
-        writes += [f"{array}[i, {j}] = {printer(o)}" for j, o in enumerate(block.operands) if zeros <= 1 or o != 0]
-    numpy_dtype = "np.float32" if printer.float32 else "np.float64"
-    parts, body = _split(program, body)
-    params = ", ".join([f"{a}, {s}" for a, s in arrays["in"]] + arrays["out"])
     m = program.method
-    core = ["@njit(cache=CACHE, error_model=\"numpy\")",
-            f"def {m}_core(i, {params}):",
-            f'    """One point of {m}: reads row i, writes row i."""']
-    core += [f"    {line}" for line in reads + body + writes]
-    in_sizes = [prod(b.shape) for b in program.inputs]
+    ins = [f"in{k}" for k in range(len(program.inputs))]
+    steps = [f"step{k}" for k in range(len(program.inputs))]
+    outs = [f"out{k}" for k in range(len(program.outputs))]
+    params = ", ".join([p for pair in zip(ins, steps) for p in pair] + outs)
+    call_ins = f"({', '.join(ins)},)"
+    call_outs = f"({', '.join(outs)},)"
+    reads = [f"#   in  {b.name}{list(b.shape)} = [{', '.join(s.name for s in b.operands)}]" for b in program.inputs]
+    writes = [f"#   out {b.name}{list(b.shape)} = [{', '.join(printer(o) for o in b.operands)}]"
+              for b in program.outputs]
+    lines = [f"# ---- {m} " + "-" * (70 - len(m)), "#", f"# listing of {m}: one point, {ops} operations", "#"]
+    lines += reads + [f"#   {line}" for line in body] + writes
+    lines += ["", "", f'{m}_core = core("{m}", """{instructions(program)}""", "{dtype}")', "", ""]
     out_sizes = [prod(b.shape) for b in program.outputs]
-    point = [
-        "",
-        "@njit(cache=CACHE, error_model=\"numpy\")",
-        f"def {m}_point({', '.join(a for a, _ in arrays['in'])}):",
+    lines += [
+        '@njit(cache=CACHE, error_model="numpy")',
+        f"def {m}_point({', '.join(ins)}):",
         '    """One point given inputs of exactly their core shapes: returns the result rows."""']
-    point += [f"    {array} = np.empty((1, {size}), {numpy_dtype})" for array, size in zip(arrays["out"], out_sizes)]
-    point_args = [f"{a}.reshape((1, {size})), 0" for (a, _), size in zip(arrays["in"], in_sizes)]
-    point.append(f"    {m}_core(0, {', '.join(point_args + arrays['out'])})")
-    point.append(f"    return ({''.join(f'{array}[0], ' for array in arrays['out'])})")
-    driver = "\n".join(point + [
-        "",
-        "",
-        "@njit(cache=CACHE, error_model=\"numpy\")",
-        f"def {m}_serial(n, {params}):",
-        "    for i in range(n):",
-        f"        {m}_core(i, {params})",
-        "",
-        "",
-        "@njit(cache=CACHE, error_model=\"numpy\", parallel=True)",
-        f"def {m}_parallel(n, {params}):",
-        "    for i in prange(n):",
-        f"        {m}_core(np.int64(i), {params})  # prange counts in uint64: one core signature for both",
-        ""])
-    text = f"\n# ---- {m} " + "-" * (70 - len(m)) + "\n\n" + "".join(parts) + "\n".join(core) + "\n\n" + driver
-    return text, len(program.assignments), ops
-
-
-def _array_names(program, taken) -> dict:
-    def fresh(base):
-        name, k = base, 0
-        while name in taken:
-            k += 1
-            name = f"{base}_{k}"
-        taken.add(name)
-        return name
-    taken |= {f"r{k}" for k in range(len(program.inputs))}
-    return {"in": [(fresh(f"in{k}"), fresh(f"step{k}")) for k in range(len(program.inputs))],
-            "out": [fresh(f"out{k}") for k in range(len(program.outputs))]}
-
-
-def _split(program: Program, body: list[str]) -> tuple[list[str], list[str]]:
-    """Long bodies -> part functions chained through arguments and returned tuples.
-
-    (A variant passing values through one scratch row compiled lj48 in 355 s
-    instead of 185 s, likely because LLVM inlined its one-argument parts back
-    into one giant core.)
-    """
-    if len(body) <= PART_STATEMENTS:
-        return [], body
-    targets = [a.target for a in program.assignments]
-    uses = [a.value.free_symbols for a in program.assignments]
-    last_use = {o: len(targets) for b in program.outputs for o in b.operands if isinstance(o, sp.Symbol)}
-    for index, used in enumerate(uses):
-        for symbol in used:
-            last_use[symbol] = max(last_use.get(symbol, index), index)
-    parts, calls = [], []
-    method = program.method
-    for number, start in enumerate(range(0, len(body), PART_STATEMENTS)):
-        end = min(start + PART_STATEMENTS, len(body))
-        defined = set(targets[start:end])
-        needs = set().union(*uses[start:end])
-        params = sorted((s for s in needs - defined), key=lambda s: s.name)
-        results = sorted((s for s in defined if last_use.get(s, -1) >= end), key=lambda s: s.name)
-        name = f"{method}_part{number}"
-        param_text = ", ".join(s.name for s in params)
-        result_text = ", ".join(s.name for s in results)
-        parts.append("\n".join(
-            ["@njit(cache=CACHE, error_model=\"numpy\")", f"def {name}({param_text}):"]
-            + [f"    {line}" for line in body[start:end]]
-            + [f"    return ({result_text},)", "", ""]))
-        calls.append(f"({result_text},) = {name}({param_text})" if results else f"{name}({param_text})")
-    return parts, calls
-
-
-HELPERS = {
-    "polygamma": '''
-BERNOULLI = (1.0 / 6.0, -1.0 / 30.0, 1.0 / 42.0, -1.0 / 30.0, 5.0 / 66.0, -691.0 / 2730.0)
-
-
-@njit(cache=CACHE, error_model="numpy")
-def polygamma(order, x):
-    """psi^(order)(x) in float64: recurrence up to x >= 20, then the asymptotic series."""
-    n = int(order)
-    x = float(x)
-    if math.isnan(x) or (x <= 0.0 and x == math.floor(x)) or x < -1e7:
-        return math.nan
-    sign = 1.0 if n % 2 == 1 else -1.0
-    factorial = math.gamma(n + 1.0)
-    shifted = 0.0
-    while x < 20.0:
-        shifted += -1.0 / x if n == 0 else sign * factorial / x ** (n + 1)
-        x += 1.0
-    if n == 0:
-        inv2 = 1.0 / (x * x)
-        series = inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 * (1 / 252 - inv2 * (1 / 240 - inv2 / 132))))
-        return shifted + math.log(x) - 0.5 / x - series
-    total = math.gamma(n) / x**n + factorial / (2.0 * x ** (n + 1))
-    for k in range(len(BERNOULLI)):
-        k2 = 2 * (k + 1)
-        total += BERNOULLI[k] * math.gamma(k2 + n) / (math.gamma(k2 + 1.0) * x ** (k2 + n))
-    return shifted + sign * total
-''',
-}
+    lines += [f"    {o} = np.empty((1, {size}), np.{dtype})" for o, size in zip(outs, out_sizes)]
+    lines += [f"    {m}_core(0, {call_ins}, ({', '.join('0' for _ in ins)},), {call_outs})",
+              f"    return ({''.join(f'{o}[0], ' for o in outs)})",
+              "",
+              "",
+              '@njit(cache=CACHE, error_model="numpy")',
+              f"def {m}_serial(n, {params}):",
+              "    for i in range(n):",
+              f"        {m}_core(i, {call_ins}, ({', '.join(steps)},), {call_outs})",
+              "",
+              "",
+              '@njit(cache=CACHE, error_model="numpy", parallel=True)',
+              f"def {m}_parallel(n, {params}):",
+              "    for i in prange(n):",
+              f"        {m}_core(i, {call_ins}, ({', '.join(steps)},), {call_outs})",
+              ""]
+    return "\n".join(lines), len(program.assignments), ops

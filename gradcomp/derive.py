@@ -11,7 +11,6 @@ is the CSE over the derivative programs.
 
 from __future__ import annotations
 
-import keyword
 import re
 import sys
 from collections import defaultdict
@@ -23,18 +22,24 @@ from sympy.logic.boolalg import Boolean, BooleanAtom
 from sympy.matrices.expressions.matexpr import MatrixElement
 
 from .errors import CompileError
-from .functions import RULES
+from .functions import BINARY, RULES, rule_for
 from .spec import Signature
-
-# names the generated module uses itself: an argument called `max` or `math` is renamed
-_RESERVED = set(keyword.kwlist) | {
-    "math", "np", "numba", "njit", "prange", "f32", "f64", "abs", "max", "min", "range",
-    "polygamma", "CACHE", "META", "i", "n"}
 
 # Beyond these sizes SymPy's cse is skipped: its opt_cse pass grows quadratically (3.4 s of 11 s on
 # lj24) and hash-consing alone still shares every repeated subtree.
 _CSE_MAX_NODES = 2_000
 _CSE_MAX_DEPTH = 400
+
+
+class Var(sp.Dummy):
+    """A value of a program: named for people (``x1_bar``), equal only to itself.
+
+    Never equal to a user's symbol of the same name, so no spelling of the
+    user's names (``lambda`` beside ``lambda_1``) can make two values one.
+    """
+
+    def _sympystr(self, printer) -> str:
+        return self.name
 
 
 class Assignment(NamedTuple):
@@ -97,7 +102,7 @@ class Graph:
         self.interned: dict[sp.Basic, sp.Symbol] = {}
         self.lowered: dict = {}  # any expression seen -> its operand
         self.boolean: set[sp.Symbol] = set()
-        self.taken: set[str] = set(_RESERVED)
+        self.taken: set[str] = set()
         self._temp_count = 0
         self._partials: dict = {}
         self._missing: list = []
@@ -113,7 +118,7 @@ class Graph:
 
     def leaf(self, name: str, source=None) -> sp.Symbol:
         """A new input scalar; ``source`` (a user leaf) lowers to it from now on."""
-        symbol = sp.Symbol(self.fresh_name(_identifier(name)))
+        symbol = Var(self.fresh_name(_identifier(name)))
         self.lowered[symbol] = symbol
         if source is not None:
             self.lowered[source] = symbol
@@ -132,7 +137,7 @@ class Graph:
             self._temp_count += 1
             hint = f"t{self._temp_count}"
         is_boolean = isinstance(value, Boolean)
-        target = sp.Symbol(self.fresh_name(hint))
+        target = Var(self.fresh_name(hint))
         if is_boolean:
             self.boolean.add(target)
         self.order.append(target)
@@ -193,11 +198,12 @@ class Graph:
             pairs = [(get(e) if e in self.lowered else e, get(c) if c in self.lowered else c) for e, c in expr.args]
             return self.intern(sp.Piecewise(*pairs), hint)
         args = [a if (isinstance(a, BooleanAtom) or a.is_Number) else get(a) for a in expr.args]
-        if isinstance(expr, (sp.Max, sp.Min)) and len(args) > 2:
+        if type(expr) in BINARY:  # ordered pairs, left to right: the first argument wins a tie
+            binary = BINARY[type(expr)]
             accumulated = args[0]
             for arg in args[1:-1]:
-                accumulated = self.intern(expr.func(accumulated, arg))
-            return self.intern(expr.func(accumulated, args[-1]), hint)
+                accumulated = self.intern(binary(accumulated, arg))
+            return self.intern(binary(accumulated, args[-1]), hint)
         return self.intern(expr.func(*args), hint)
 
     def _product(self, expr, hint):
@@ -285,11 +291,11 @@ class Graph:
         coeff, symbol = weight.as_coeff_Mul()
         gate = self.value.get(symbol)
         if isinstance(gate, sp.Piecewise):
-            inner = {branch for branch, _ in gate.args if branch != 0}
+            inner = {branch for branch, _ in gate.args if branch != 0 and branch is not sp.nan}
             if len(inner) == 1:
                 (inner,) = inner
-                return sp.Piecewise(*((branch if branch == 0 else coeff * inner * partial, condition)
-                                      for branch, condition in gate.args))
+                return sp.Piecewise(*((branch if branch == 0 or branch is sp.nan else coeff * inner * partial,
+                                       condition) for branch, condition in gate.args))
         return weight * partial
 
     def reverse_sweep(self, seeds, sources, active) -> list:
@@ -324,10 +330,14 @@ class Graph:
 
 
 def _select(pairs, k, weight):
-    """Piecewise: ``weight`` where branch k is the active one, else 0."""
+    """Piecewise: ``weight`` where branch k is the active one, else 0 (NaN where no branch is: there
+    the value itself is NaN)."""
     selected = [(sp.S.Zero, condition) for _, condition in pairs[:k]] + [(weight, pairs[k][1])]
     if pairs[k][1] != sp.true:
-        selected.append((sp.S.Zero, sp.true))
+        if pairs[-1][1] == sp.true:
+            selected.append((sp.S.Zero, sp.true))
+        else:
+            selected += [(sp.S.Zero, condition) for _, condition in pairs[k + 1:]] + [(sp.nan, sp.true)]
     return sp.Piecewise(*selected)
 
 
@@ -352,7 +362,7 @@ def _children(expr) -> list:
         return [f.base if (f.is_Pow and f.exp == -1) else f for f in expr.args if not f.is_Number]
     if isinstance(expr, sp.Piecewise):
         return [part for pair in expr.args for part in pair if not isinstance(part, BooleanAtom)]
-    if (expr.is_Pow or type(expr) in RULES or isinstance(expr, (sp.Max, sp.Min))
+    if (expr.is_Pow or rule_for(type(expr)) is not None
             or isinstance(expr, (sp.core.relational.Relational, sp.And, sp.Or, sp.Not))):
         return [a for a in expr.args if not (isinstance(a, BooleanAtom) or a.is_Number)]
     raise CompileError(_unsupported_message(expr))
@@ -390,7 +400,7 @@ def _partial(value, operand, target):
         if exponent.is_Number and exponent < 1:
             return exponent * target / base  # reuses the power; at base 0 the derivative is infinite anyway
         return exponent * base ** (exponent - 1)  # finite at base 0 where exponent > 1
-    rule = RULES.get(type(value))
+    rule = rule_for(type(value))
     if rule is not None and rule.partials is not None:
         partials = rule.partials(value.args, target)
         return sp.Add(*(p for a, p in zip(value.args, partials) if a == operand))

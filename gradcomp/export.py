@@ -1,9 +1,10 @@
 """A kernel as one standalone module that needs only NumPy and Numba.
 
 The generated source already is a module of Numba drivers plus ``META``; the
-export appends the runtime's argument handling (``gradcomp.runtime``, copied
-from its source so that there is one implementation) without what needs the
-rest of gradcomp, and a ``kernel`` object offering the same calls.
+export puts the source of ``gradcomp.ir`` (which builds the cores) in place of
+its import, appends the runtime's argument handling (``gradcomp.runtime``), both
+copied from their sources so that there is one implementation, without what
+needs the rest of gradcomp, and a ``kernel`` object offering the same calls.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import ast
 import inspect
 from pathlib import Path
 
-from . import runtime
+from . import ir, runtime
 from .runtime import Kernel
 
 CALLS = ("vjp", "value_and_vjp", "jvp", "jacobian", "grad", "value_and_grad", "hessian")
 """Module-level functions of the export besides ``kernel`` itself (``kernel(*xs)`` is the forward value)."""
 
 _OMITTED_FUNCTIONS = {"import_module"}  # replaced: the export's drivers live in the export itself
+_IR_IMPORT = "from gradcomp.ir import core\n"
 
 
 def export_source(kernel: Kernel) -> str:
@@ -28,13 +30,17 @@ def export_source(kernel: Kernel) -> str:
         raise ValueError(f"the generated source of {kernel!r} already defines {sorted(taken)}; "
                          f"it cannot be exported with those names.")
     aliases = "\n".join(f"{call} = kernel.{call}" for call in CALLS)
+    if _IR_IMPORT not in kernel.source:
+        raise ValueError(f"the generated source of {kernel!r} does not import gradcomp.ir as this gradcomp "
+                         f"generates it; recompile the kernel with this version of gradcomp.")
+    own_ir = "# ---- gradcomp.ir: builds the cores (copied from gradcomp.ir) ----\n" + _module_source(ir) + "\n"
     return "\n".join([
-        kernel.source.rstrip(),
+        kernel.source.rstrip().replace(_IR_IMPORT, own_ir, 1),
         "",
         "",
         "# ---- runtime: argument checks, broadcasting, dispatch (copied from gradcomp.runtime) ----",
         "",
-        _runtime_source(),
+        _module_source(runtime),
         "",
         "",
         "def import_module(source, path):",
@@ -66,9 +72,9 @@ def write_export(kernel: Kernel, path: str | Path) -> Path:
     return path
 
 
-def _runtime_source() -> str:
-    """gradcomp.runtime without its docstring, future import and imports from the rest of gradcomp."""
-    source = inspect.getsource(runtime)
+def _module_source(module) -> str:
+    """A module of gradcomp's without its docstring, future import and imports from the rest of gradcomp."""
+    source = inspect.getsource(module)
     tree = ast.parse(source)
     kept = []
     for node in tree.body:

@@ -27,8 +27,10 @@ class Rule(NamedTuple):
     torch: str | None
     """The oracle in tests: a ``torch`` attribute name, or None (finite differences)."""
     arity: int = 1
-    helper: str | None = None
-    """A function the generated module must define (computes in float64)."""
+    ir: str = ""
+    """How the core computes it (``gradcomp.ir``): ``call <math function>``, another instruction,
+    or one of codegen's compositions (``max``, ``min``, ``sign``, ``heaviside``, ``identity``, ``zero``);
+    empty: ``call`` of the function's own name."""
 
 
 def _zero(args, value):
@@ -67,6 +69,23 @@ def _tanh_partials(args, value):
     return (1 - value**2,)
 
 
+class Maximum(sp.Function):
+    """Max of two values in the order given: SymPy's own Max sorts its arguments, and the tie rule
+    (the first argument wins) and NaN propagation depend on the order."""
+
+    nargs = 2
+
+
+class Minimum(sp.Function):
+    """Min of two values in the order given (see Maximum)."""
+
+    nargs = 2
+
+
+BINARY = {sp.Max: Maximum, sp.Min: Minimum}
+"""SymPy functions of any arity -> the ordered two-argument node the compiler lowers them to."""
+
+
 SMOOTH_DOMAIN = (-2.0, 2.0)
 
 RULES: dict[type, Rule] = {
@@ -85,23 +104,31 @@ RULES: dict[type, Rule] = {
     sp.asinh: Rule("math.asinh({0})", None, SMOOTH_DOMAIN, "asinh"),
     sp.acosh: Rule("math.acosh({0})", None, (1.2, 4.0), "acosh"),
     sp.atanh: Rule("math.atanh({0})", None, (-0.9, 0.9), "atanh"),
-    sp.Abs: Rule("abs({0})", _abs_partials, SMOOTH_DOMAIN, "abs"),
-    sp.sign: Rule("np.sign({0})", _zero, SMOOTH_DOMAIN, "sign"),
-    sp.floor: Rule("np.floor({0})", _zero, SMOOTH_DOMAIN, "floor"),
-    sp.ceiling: Rule("np.ceil({0})", _zero, SMOOTH_DOMAIN, "ceil"),
+    sp.Abs: Rule("abs({0})", _abs_partials, SMOOTH_DOMAIN, "abs", ir="call fabs"),
+    sp.sign: Rule("np.sign({0})", _zero, SMOOTH_DOMAIN, "sign", ir="sign"),
+    sp.floor: Rule("np.floor({0})", _zero, SMOOTH_DOMAIN, "floor", ir="floor"),
+    sp.ceiling: Rule("np.ceil({0})", _zero, SMOOTH_DOMAIN, "ceil", ir="ceil"),
     sp.Heaviside: Rule(
         "({one} if {0} > {zero} else ({zero} if {0} < {zero} else ({1} if {0} == {zero} else {0})))",
-        _zero, SMOOTH_DOMAIN, None, 2),
-    sp.Max: Rule("max({0}, {1})", _max_partials, SMOOTH_DOMAIN, "maximum", 2),
-    sp.Min: Rule("min({0}, {1})", _min_partials, SMOOTH_DOMAIN, "minimum", 2),
+        _zero, SMOOTH_DOMAIN, None, 2, ir="heaviside"),
+    sp.Max: Rule("max({0}, {1})", _max_partials, SMOOTH_DOMAIN, "maximum", 2, ir="max"),
+    sp.Min: Rule("min({0}, {1})", _min_partials, SMOOTH_DOMAIN, "minimum", 2, ir="min"),
     sp.erf: Rule("math.erf({0})", None, SMOOTH_DOMAIN, "erf"),
     sp.erfc: Rule("math.erfc({0})", None, SMOOTH_DOMAIN, "erfc"),
-    sp.gamma: Rule("math.gamma({0})", None, (0.5, 4.0), None),
-    sp.loggamma: Rule("math.lgamma({0})", None, (0.5, 4.0), "lgamma"),
+    sp.gamma: Rule("math.gamma({0})", None, (0.5, 4.0), None, ir="call gamma"),
+    sp.loggamma: Rule("math.lgamma({0})", None, (0.5, 4.0), "lgamma", ir="call lgamma"),
     # SymPy rewrites e.g. Abs(exp(x)) as exp(re(x)) for symbols not declared real; arguments are real
-    sp.re: Rule("{0}", _identity_partials, SMOOTH_DOMAIN, "real"),
-    sp.im: Rule("{zero}", _zero, SMOOTH_DOMAIN, None),
-    sp.polygamma: Rule("polygamma({0}, {1})", None, (0.5, 4.0), None, 2, "polygamma"),
+    sp.re: Rule("{0}", _identity_partials, SMOOTH_DOMAIN, "real", ir="identity"),
+    sp.im: Rule("{zero}", _zero, SMOOTH_DOMAIN, None, ir="zero"),
+    sp.polygamma: Rule("polygamma({0}, {1})", None, (0.5, 4.0), None, 2, ir="polygamma"),
 }
 """SymPy function class -> Rule. ``Add``, ``Mul``, ``Pow``, ``Piecewise`` and
 logic are structural and handled by the compiler's stages themselves."""
+
+
+def rule_for(node_type: type) -> Rule | None:
+    """The rule of a lowered node's class (an ordered Maximum/Minimum has Max's/Min's rule)."""
+    for original, lowered in BINARY.items():
+        if node_type is lowered:
+            return RULES[original]
+    return RULES.get(node_type)
