@@ -187,10 +187,12 @@ def _precompile(arguments) -> int:
         if kernel.path is None:
             print(f"gradcomp: warning: {name} has no disk cache (cache=False or an unwritable cache); its "
                   f"machine code will not outlive this command.", file=sys.stderr)
-    tasks = [(name, kernel, method) for name, kernel in kernels for method in kernel.methods]
-    for _name, kernel, method in _progress(tasks, lambda task: f"{task[0]}.{task[2]}"):
-        kernel.precompile([method])
-    print(f"precompiled {len(kernels)} kernel(s), {len(tasks)} method(s): "
+    # per kernel, all methods at once: the deferred ones are derived into one module first, whose drivers
+    # are then compiled (compiling method by method would leave the earlier ones in a replaced module)
+    for _name, kernel in _progress(kernels, lambda task: f"{task[0]} ({len(task[1].available_methods)} methods)"):
+        kernel.precompile()
+    methods = sum(len(kernel.available_methods) for _, kernel in kernels)
+    print(f"precompiled {len(kernels)} kernel(s), {methods} method(s): "
           + ", ".join(name for name, _ in kernels))
     return 0
 

@@ -23,8 +23,9 @@ import sympy as sp
 from sympy.logic.boolalg import BooleanAtom
 
 from . import __version__
-from .derive import Derivation, Program
+from .derive import Derivation, Program, available_methods
 from .functions import rule_for
+from .spec import dump_signature
 
 PARALLEL_WORK = 1_000_000
 """Operations (points x ops per point) from which a batch runs on all cores.
@@ -450,7 +451,10 @@ def generate(derivation: Derivation, key: str) -> Module:
             "ops": ops,
             "parallel_min_points": max(1, PARALLEL_WORK // max(ops, 1)),
         }
+        if program.layout is not None:
+            methods[method]["layout"] = program.layout
     meta = {
+        "deferred": [m for m in available_methods(signature) if m not in methods],
         "name": signature.name,
         "key": key,
         "dtype": signature.dtype,
@@ -475,6 +479,7 @@ def _header(signature, meta) -> str:
         "value_and_vjp, Jacobian-vector product (jvp), Jacobian and (scalar output) Hessian.",
         "Per point (arithmetic operations and calls in each method's listing):",
         counts,
+        *([f"Derived when first called: {', '.join(meta['deferred'])}."] if meta["deferred"] else []),
         "Each method's listing is its straight-line program, and its instructions are the same",
         "operations, built into LLVM IR by gradcomp.ir when Numba compiles a driver.",
         f"Key {meta['key']}, gradcomp {meta['gradcomp']}.",
@@ -488,6 +493,9 @@ def _header(signature, meta) -> str:
         'CACHE = "__file__" in globals()',
         "",
         f"META = {meta!r}",
+        "",
+        "# What the kernel computes, from which the methods derived when first called start.",
+        f"SIGNATURE = {dump_signature(signature)!r}",
         "",
     ])
 
@@ -512,7 +520,8 @@ def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str,
               for b in program.outputs]
     lines = [f"# ---- {m} " + "-" * (70 - len(m)), "#", f"# listing of {m}: one point, {ops} operations", "#"]
     lines += reads + [f"#   {line}" for line in body] + writes
-    lines += ["", "", f'{m}_core = core("{m}", """{instructions(program)}""", "{dtype}")', "", ""]
+    lines += ["", "", f'{m}_CODE = """{instructions(program)}"""', f'{m}_core = core("{m}", {m}_CODE, "{dtype}")',
+              "", ""]
     out_sizes = [prod(b.shape) for b in program.outputs]
     lines += [
         '@njit(cache=CACHE, error_model="numpy")',

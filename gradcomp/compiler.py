@@ -18,10 +18,10 @@ import sympy as sp
 
 from .cache import current_versions, open_cache
 from .codegen import generate
-from .derive import derive
+from .derive import BASE_METHODS, derive
 from .errors import CompileError
-from .runtime import Kernel
-from .spec import Signature, make_signature
+from .runtime import Kernel, source_key
+from .spec import Signature, load_signature, make_signature
 
 log = logging.getLogger("gradcomp")
 
@@ -55,10 +55,29 @@ def compile(outputs, args: Sequence, *, wrt: Sequence[int] | None = None, name: 
             f"sys.setrecursionlimit().") from None
 
 
-def _generate(signature: Signature, key: str, started: float):
+def extend(kernel: Kernel, methods: list[str]) -> Kernel:
+    """``kernel`` with deferred ``methods`` (the Jacobian, the Hessian, ...) derived too.
+
+    The module is generated again with every method so far plus these, from
+    the signature the module records, and replaces the kernel's cache entry, so
+    a later process finds every method derived so far.
+    """
+    started = time.perf_counter()
+    signature = load_signature(kernel._import().SIGNATURE)
+    methods = [*kernel.methods, *methods]
+    store = open_cache(kernel._cache_root) if kernel._cache_root else None
+    if store is None:
+        module = _generate(signature, kernel.key, started, methods)
+        return Kernel(module.meta, module.source)
+    with store.entry_lock(kernel.key):
+        module = _generate(signature, kernel.key, started, methods)
+        return store.store(module.source, source_key(module.source), module.meta, subject_key(signature))
+
+
+def _generate(signature: Signature, key: str, started: float, methods=BASE_METHODS):
     """Differentiate and print: what a cache hit skips."""
     derived_at = time.perf_counter()
-    derivation = derive(signature)
+    derivation = derive(signature, methods)
     printed_at = time.perf_counter()
     module = generate(derivation, key)
     done_at = time.perf_counter()

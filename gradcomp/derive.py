@@ -11,6 +11,7 @@ is the CSE over the derivative programs.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections import defaultdict
@@ -59,12 +60,18 @@ class Block(NamedTuple):
 
 
 class Program(NamedTuple):
-    """Straight-line code for one kernel method: inputs -> assignments -> outputs."""
+    """Straight-line code for one kernel method: inputs -> assignments -> outputs.
+
+    ``layout``: what the runtime needs to read outputs that are not dense
+    arrays (the sparse Jacobian's pattern: ``[[indptr, indices], ...]`` per
+    wrt argument, CSR over (output, argument) flattened in C order).
+    """
 
     method: str
     inputs: tuple[Block, ...]
     assignments: tuple[Assignment, ...]
     outputs: tuple[Block, ...]
+    layout: list | None = None
 
     def __str__(self) -> str:
         lines = [f"program {self.method}:"]
@@ -96,6 +103,7 @@ class Graph:
 
     def __init__(self) -> None:
         self.order: list[sp.Symbol] = []
+        self.position: dict[sp.Symbol, int] = {}  # index in ``order``: cones sort without a scan of the graph
         self.value: dict[sp.Symbol, sp.Basic] = {}
         self.uses: dict[sp.Symbol, tuple[sp.Symbol, ...]] = {}  # every symbol a node reads
         self.operands: dict[sp.Symbol, tuple[sp.Symbol, ...]] = {}  # those a derivative flows through
@@ -140,6 +148,7 @@ class Graph:
         target = Var(self.fresh_name(hint))
         if is_boolean:
             self.boolean.add(target)
+        self.position[target] = len(self.order)
         self.order.append(target)
         self.value[target] = value
         self.uses[target] = uses = tuple(sorted(value.free_symbols, key=_name))
@@ -270,7 +279,9 @@ class Graph:
                 continue
             needed.add(target)
             stack.extend(s for s in self.uses[target] if s in self.value)
-        return [t for t in self.order if t in needed]
+        if len(needed) * 8 > len(self.order):
+            return [t for t in self.order if t in needed]
+        return sorted(needed, key=self.position.__getitem__)  # a small cone of a large graph (sparse Jacobians)
 
     def chain(self, target, operand, weight):
         """``weight * d target / d operand``, the term a sweep adds (adjoint or tangent).
@@ -425,8 +436,30 @@ def _dag_size(roots) -> tuple[int, int]:
 
 # -- the stage ---------------------------------------------------------------
 
-def derive(signature: Signature) -> Derivation:
-    """Signature -> every method's Program."""
+BASE_METHODS = ("forward", "vjp", "value_and_vjp", "jvp")
+"""Derived by every compile; the Jacobian (n sweeps) and the Hessian (n sweeps of the gradient) are
+derived when first asked for (70% of the derivation of a 100-deep chain was its Hessian)."""
+
+
+SECOND_ORDER = ("hvp", "vjp_jvp")
+"""Forward-over-reverse products, derived when first called: ``hvp`` (scalar outputs: H t) and
+``vjp_jvp`` (any output: J t and the tangent of vᵀJ along t, what a double backward needs)."""
+
+
+def available_methods(signature: Signature) -> tuple[str, ...]:
+    """Every method a kernel of this signature offers."""
+    scalar = signature.out_shape == ()
+    hessian = ("hessian",) if scalar and len(signature.wrt) == 1 else ()
+    hvp = ("hvp",) if scalar else ()
+    return BASE_METHODS + ("jacobian",) + hessian + hvp + ("vjp_jvp", "jacobian_sparse")
+
+
+def derive(signature: Signature, methods=BASE_METHODS) -> Derivation:
+    """Signature -> the Programs of ``methods`` (a subset of ``available_methods``), in that table's order."""
+    unknown = set(methods) - set(available_methods(signature))
+    if unknown:
+        raise CompileError(f"methods {sorted(unknown)} are not available for {signature}; "
+                           f"available: {list(available_methods(signature))}.")
     graph = Graph()
     arg_blocks = tuple(
         Block(a.name, a.shape, tuple(graph.leaf(_leaf_name(leaf), leaf) for leaf in a.leaves))
@@ -437,11 +470,14 @@ def derive(signature: Signature) -> Derivation:
     wrt_blocks = [arg_blocks[i] for i in signature.wrt]
     wrt_leaves = [s for b in wrt_blocks for s in b.operands]
     active = graph.active_from(wrt_leaves)
+    cotangent = Block("v", out_shape, tuple(graph.leaf(f"v{k}") for k in range(len(outputs))))
+    tangent_blocks = [Block(f"t_{b.name}", b.shape, tuple(graph.leaf(f"{s}_dot") for s in b.operands))
+                      for b in wrt_blocks]
 
-    def program(method, outs, extra_inputs=()):
+    def program(method, outs, extra_inputs=(), layout=None):
         inputs = arg_blocks + tuple(extra_inputs)
         needed = graph.ancestors([o for b in outs for o in b.operands])
-        return Program(method, inputs, tuple(Assignment(t, graph.value[t]) for t in needed), tuple(outs))
+        return Program(method, inputs, tuple(Assignment(t, graph.value[t]) for t in needed), tuple(outs), layout)
 
     def per_wrt(prefix, flat, leading_shape=()):
         blocks, start = [], 0
@@ -451,29 +487,44 @@ def derive(signature: Signature) -> Derivation:
             start += size
         return blocks
 
-    cotangent = Block("v", out_shape, tuple(graph.leaf(f"v{k}") for k in range(len(outputs))))
-    if len(outputs) == 1:  # v scales the whole sweep: sweep with 1, scale each gradient once at the end
-        gradient = graph.reverse_sweep([(outputs[0], sp.S.One)], wrt_leaves, active)
-        adjoints = [graph.lower(cotangent.operands[0] * g, hint=f"{s}_bar") for g, s in zip(gradient, wrt_leaves)]
-    else:
-        adjoints = graph.reverse_sweep(list(zip(outputs, cotangent.operands)), wrt_leaves, active)
-    vjp_blocks = per_wrt("vjp", adjoints)
-    tangent_blocks = [Block(f"t_{b.name}", b.shape, tuple(graph.leaf(f"{s}_dot") for s in b.operands))
-                      for b in wrt_blocks]
     tangent_leaves = [s for b in tangent_blocks for s in b.operands]
-    jvp = graph.forward_sweep(dict(zip(wrt_leaves, tangent_leaves)), outputs)
+    tangents = dict(zip(wrt_leaves, tangent_leaves))
 
-    programs = {
-        "forward": program("forward", [y]),
-        "vjp": program("vjp", vjp_blocks, [cotangent]),
-        "value_and_vjp": program("value_and_vjp", [y] + vjp_blocks, [cotangent]),
-        "jvp": program("jvp", [Block("jvp", out_shape, tuple(jvp))], tangent_blocks),
-        "jacobian": program("jacobian", per_wrt("jac", _jacobian(graph, outputs, wrt_blocks, active), out_shape)),
+    @functools.cache  # the gradient of a scalar output: vjp, value_and_vjp and hvp share one sweep
+    def gradient():
+        return graph.reverse_sweep([(outputs[0], sp.S.One)], wrt_leaves, active)
+
+    @functools.cache
+    def vjp_blocks():
+        if len(outputs) == 1:  # v scales the whole sweep: sweep with 1, scale each gradient once at the end
+            adjoints = [graph.lower(cotangent.operands[0] * g, hint=f"{s}_bar") for g, s in zip(gradient(), wrt_leaves)]
+        else:
+            adjoints = graph.reverse_sweep(list(zip(outputs, cotangent.operands)), wrt_leaves, active)
+        return per_wrt("vjp", adjoints)
+
+    def jvp_block():
+        return Block("jvp", out_shape, tuple(graph.forward_sweep(tangents, outputs)))
+
+    def vjp_jvp_blocks():
+        """Forward over reverse: one tangent sweep of (y, vᵀJ) gives J t and (vᵀJ)' = vᵀ (d²y) t."""
+        adjoints = [s for b in vjp_blocks() for s in b.operands]
+        swept = graph.forward_sweep(tangents, [*outputs, *adjoints])
+        return [Block("jvp", out_shape, tuple(swept[:len(outputs)]))] + per_wrt("hvp", swept[len(outputs):])
+
+    builders = {
+        "forward": lambda: program("forward", [y]),
+        "vjp": lambda: program("vjp", vjp_blocks(), [cotangent]),
+        "value_and_vjp": lambda: program("value_and_vjp", [y] + vjp_blocks(), [cotangent]),
+        "jvp": lambda: program("jvp", [jvp_block()], tangent_blocks),
+        "jacobian": lambda: program("jacobian", per_wrt("jac", _jacobian(graph, outputs, wrt_blocks, active),
+                                                        out_shape)),
+        "hessian": lambda: program("hessian", per_wrt("hess", _hessian(graph, outputs[0], wrt_leaves, active),
+                                                      wrt_blocks[0].shape)),
+        "hvp": lambda: program("hvp", per_wrt("hvp", graph.forward_sweep(tangents, gradient())), tangent_blocks),
+        "vjp_jvp": lambda: program("vjp_jvp", vjp_jvp_blocks(), [cotangent, *tangent_blocks]),
+        "jacobian_sparse": lambda: program("jacobian_sparse", *_sparse_jacobian(graph, outputs, wrt_blocks, active)),
     }
-    if out_shape == () and len(wrt_blocks) == 1:
-        programs["hessian"] = program("hessian", per_wrt("hess", _hessian(graph, outputs[0], wrt_leaves, active),
-                                                         wrt_blocks[0].shape))
-    return Derivation(signature, programs)
+    return Derivation(signature, {m: builders[m]() for m in available_methods(signature) if m in methods})
 
 
 def _leaf_name(leaf) -> str:
@@ -517,3 +568,66 @@ def _hessian(graph: Graph, output, wrt_leaves, active) -> list:
     columns = [graph.forward_sweep({leaf: sp.S.One}, gradient) for leaf in wrt_leaves]
     n = len(wrt_leaves)
     return [columns[j][i] for i in range(n) for j in range(n)]
+
+
+def _dependencies(graph: Graph, outputs, wrt_leaves, active) -> list[int]:
+    """Per output, the wrt leaves a derivative can flow to, as a bit set (bit j: ``wrt_leaves[j]``)."""
+    bits = {leaf: 1 << j for j, leaf in enumerate(wrt_leaves)}
+    for target in graph.order:
+        if target in active:
+            mask = 0
+            for operand in graph.operands[target]:
+                mask |= bits.get(operand, 0)
+            bits[target] = mask
+    return [bits.get(o, 0) if isinstance(o, sp.Symbol) else 0 for o in outputs]
+
+
+def _bits(mask: int) -> list[int]:
+    """The set bits of ``mask``, ascending (in time linear in their number, not in the mask's width)."""
+    bits = []
+    while mask:
+        low = mask & -mask
+        bits.append(low.bit_length() - 1)
+        mask ^= low
+    return bits
+
+
+def _sparse_jacobian(graph: Graph, outputs, wrt_blocks, active):
+    """The Jacobian's structural nonzeros only, per wrt argument in CSR order, and their pattern.
+
+    The pattern is structural: where no derivative path joins an output to an
+    input the entry is zero at every point and is neither computed nor stored.
+    Each row (or column, whichever there are fewer of) is one sweep restricted
+    to its own cone of the DAG, so the work follows the nonzeros, not n_out x n_in.
+    """
+    wrt_leaves = [s for b in wrt_blocks for s in b.operands]
+    n_out, n_in = len(outputs), len(wrt_leaves)
+    rows = [_bits(mask) for mask in _dependencies(graph, outputs, wrt_leaves, active)]
+    entries: dict = {}
+    if n_out <= n_in:
+        for k, columns in enumerate(rows):
+            if columns:
+                values = graph.reverse_sweep([(outputs[k], sp.S.One)], [wrt_leaves[j] for j in columns], active)
+                entries.update({(k, j): value for j, value in zip(columns, values)})
+    else:
+        by_column = defaultdict(list)
+        for k, columns in enumerate(rows):
+            for j in columns:
+                by_column[j].append(k)
+        for j, column_rows in by_column.items():
+            values = graph.forward_sweep({wrt_leaves[j]: sp.S.One}, [outputs[k] for k in column_rows])
+            entries.update({(k, j): value for k, value in zip(column_rows, values)})
+    blocks, layout, start = [], [], 0
+    for block in wrt_blocks:
+        end = start + len(block.operands)
+        indptr, indices, values = [0], [], []
+        for k in range(n_out):
+            for j in rows[k]:
+                if start <= j < end:
+                    indices.append(j - start)
+                    values.append(entries[(k, j)])
+            indptr.append(len(indices))
+        blocks.append(Block(f"jac_{block.name}", (len(values),), tuple(values)))
+        layout.append([indptr, indices])
+        start = end
+    return blocks, (), layout

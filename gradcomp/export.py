@@ -24,7 +24,8 @@ _IR_IMPORT = "from gradcomp.ir import core\n"
 
 
 def export_source(kernel: Kernel) -> str:
-    """The text of a standalone module offering ``kernel``'s calls."""
+    """The text of a standalone module offering ``kernel``'s calls, every method derived (it has no SymPy)."""
+    kernel._derive(kernel.available_methods)
     taken = _defined_names(kernel.source) & {"kernel", *CALLS}
     if taken:
         raise ValueError(f"the generated source of {kernel!r} already defines {sorted(taken)}; "

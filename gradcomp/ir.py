@@ -91,8 +91,11 @@ def core(method: str, code: str, dtype: str):
 def ir_text(method: str, code: str, dtype: str) -> str:
     """The LLVM IR of one method's core, as Numba's drivers inline it (before optimization)."""
     from numba.core.registry import cpu_target
+    context = cpu_target.target_context
+    context.refresh()
     module = ir.Module(name=f"gradcomp_{method}")
-    _function(cpu_target.target_context, module, f"gradcomp_{method}_core", _parse(code), _TYPES[dtype])
+    with context.push_code_library(context.codegen().create_library(f"gradcomp_{method}")):
+        _function(context, module, f"gradcomp_{method}_core", _parse(code), _TYPES[dtype])
     return str(module)
 
 

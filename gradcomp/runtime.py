@@ -42,7 +42,7 @@ _parallel_off = False
 class _Method:
     """A generated method's calling convention, read once from the module's META."""
 
-    __slots__ = ("name", "inputs", "outputs", "cores", "rows_are_results", "parallel_min_points",
+    __slots__ = ("name", "inputs", "outputs", "cores", "rows_are_results", "parallel_min_points", "layout",
                  "point", "point_ready", "serial", "parallel")
 
     def __init__(self, name: str, info: dict):
@@ -52,6 +52,7 @@ class _Method:
         self.cores = [core for _, core, _ in self.inputs]
         self.rows_are_results = all(len(shape) == 1 for _, shape, _ in self.outputs)
         self.parallel_min_points = info["parallel_min_points"]
+        self.layout = info.get("layout")
         self.point = self.serial = self.parallel = None
         self.point_ready = False
 
@@ -77,6 +78,7 @@ class Kernel:
         self._cache_root = cache_root
         self._module: types.ModuleType | None = None
         self._methods = {name: _Method(name, info) for name, info in meta["methods"].items()}
+        self._deferred = tuple(meta.get("deferred", ()))
         self._arguments = [(name, tuple(shape)) for name, shape in meta["arguments"]]
         self.wrt: tuple[int, ...] = tuple(meta["wrt"])
         """Indices of the differentiated arguments, in the order derivatives are returned."""
@@ -104,18 +106,65 @@ class Kernel:
 
     def jvp(self, *xs_and_t, out=None):
         """J t: batch + out_shape; t is a tuple of tangents when there are several wrt arguments."""
-        if len(xs_and_t) == len(self._arguments) + 1 and len(self.wrt) > 1:
-            tangents = xs_and_t[-1]
-            if not isinstance(tangents, (tuple, list)) or len(tangents) != len(self.wrt):
-                raise TypeError(
-                    f"jvp() needs a tuple of {len(self.wrt)} tangents, one per wrt argument "
-                    f"({', '.join(self._wrt_names())}); got {type(tangents).__name__}.")
-            xs_and_t = tuple(xs_and_t[:-1]) + tuple(tangents)
-        return self._run("jvp", xs_and_t, out)[0]
+        return self._run("jvp", self._spread_tangents("jvp", xs_and_t, len(self._arguments)), out)[0]
 
-    def jacobian(self, *xs, out=None):
-        """batch + out_shape + arg_shape (a tuple for several wrt arguments)."""
-        return self._per_wrt(self._run("jacobian", xs, out))
+    def hvp(self, *xs_and_t, out=None):
+        """Hessian-vector product H t of a scalar output: batch + arg_shape per wrt argument (a tuple for several).
+
+        ``t`` is a tangent of the wrt arguments (a tuple of them when there are
+        several), batched and broadcast like ``jvp``'s; with several wrt
+        arguments the result's entry for argument i is Σ_j ∂²y/∂x_i∂x_j t_j.
+        Forward over reverse on the DAG: one tangent sweep of the gradient
+        program, never the n×n Hessian.  Derived when first called.
+        """
+        if self.out_shape != ():
+            raise ValueError(
+                f"hvp() needs a scalar output; this kernel's output has shape {self.out_shape}. "
+                f"Use vjp_jvp(*xs, v, t), whose second result is the tangent of vᵀJ along t.")
+        return self._per_wrt(self._run("hvp", self._spread_tangents("hvp", xs_and_t, len(self._arguments)), out))
+
+    def vjp_jvp(self, *xs_v_t, out=None):
+        """(J t, vᵀ(∂²y)t): the JVP, and the JVP of the VJP along the same tangent (any output shape).
+
+        ``xs`` the arguments, ``v`` a cotangent (batch + out_shape), ``t`` a
+        tangent (a tuple for several wrt arguments).  The second result, per wrt
+        argument i, is Σ_k v_k Σ_j ∂²y_k/∂x_i∂x_j t_j: what the backward of a
+        backward needs (PyTorch's double backward).  For a scalar output and
+        v = 1 it is ``hvp``.  Derived when first called.
+        """
+        results = self._run("vjp_jvp", self._spread_tangents("vjp_jvp", xs_v_t, len(self._arguments) + 1), out)
+        return results[0], self._per_wrt(results[1:])
+
+    def jacobian(self, *xs, out=None, sparse: bool = False):
+        """batch + out_shape + arg_shape (a tuple for several wrt arguments).
+
+        ``sparse=True`` computes only the structural nonzeros (``jacobian_sparsity()``):
+        for one point a ``scipy.sparse.csr_array`` of shape (out size, arg size),
+        rows and columns flattened in C order; for a batch the nonzero values in
+        CSR order, batch + (nnz,).  A tuple of either for several wrt arguments.
+        """
+        if not sparse:
+            return self._per_wrt(self._run("jacobian", xs, out))
+        method = self._method("jacobian_sparse")
+        results = self._run("jacobian_sparse", xs, out)
+        if np.ndim(results[0]) != 1 or out is not None:
+            return self._per_wrt(results)
+        return self._per_wrt([self._csr(values, pattern, i)
+                              for i, (values, pattern) in enumerate(zip(results, method.layout))])
+
+    def jacobian_sparsity(self):
+        """The Jacobian's structural pattern, known from the DAG: a boolean ``scipy.sparse.csr_array``
+        of shape (out size, arg size) per wrt argument (a tuple for several).
+
+        An entry outside it is zero at every point; ``jacobian(*xs, sparse=True)``
+        computes and returns exactly these entries (in this CSR order).  Its
+        ``indptr``/``indices`` (or ``.nonzero()`` for (rows, cols)) give the
+        layout; ``solve_ivp(..., jac_sparsity=...)`` and ``least_squares(...,
+        jac_sparsity=...)`` take it as it is.  Derived with the sparse Jacobian.
+        """
+        method = self._method("jacobian_sparse")
+        return self._per_wrt([self._csr(np.ones(len(indices), bool), (indptr, indices), i)
+                              for i, (indptr, indices) in enumerate(method.layout)])
 
     def grad(self, *xs, out=None):
         """Gradient of a scalar output: vjp with v = 1."""
@@ -128,7 +177,7 @@ class Kernel:
 
     def hessian(self, *xs, out=None):
         """Hessian of a scalar output with one wrt argument: batch + arg_shape + arg_shape."""
-        if "hessian" not in self._methods:
+        if "hessian" not in self._methods and "hessian" not in self._deferred:
             raise ValueError(
                 f"hessian() needs a scalar output and one wrt argument; this kernel has output shape "
                 f"{self.out_shape} and wrt ({', '.join(self._wrt_names())}). Use jacobian() of a gradient kernel.")
@@ -142,8 +191,10 @@ class Kernel:
         computes one throwaway point).  With a cache directory the machine
         code lands there for later processes.
         """
-        for name in methods or list(self._methods):
-            method = self._methods[name]
+        names = list(methods or self.available_methods)
+        self._derive([name for name in names if name in self._deferred])  # first: one module for them all
+        for name in names:
+            method = self._method(name)
             self._load_method(method)
             args = (0, *[a for _, _, size in method.inputs for a in (np.zeros((1, size), self.dtype), 0)],
                     *[np.empty((0, size), self.dtype) for _, _, size in method.outputs])
@@ -153,8 +204,20 @@ class Kernel:
             self._point(method, [np.ones(core, self.dtype) for _, core, _ in method.inputs])
 
     @property
+    def available_methods(self) -> tuple[str, ...]:
+        """Every method this kernel offers: those derived so far and those derived when first called."""
+        return (*self._methods, *self._deferred)
+
+    def ir(self, method: str) -> str:
+        """The LLVM IR of ``method``'s core for one point, as gradcomp builds it (before LLVM optimizes it)."""
+        from .ir import ir_text
+        return ir_text(method, getattr(self._import(), f"{method}_CODE"), self.dtype.name)
+
+    @property
     def methods(self) -> dict:
-        """Per method: operations per point and statements in the generated core."""
+        """Per method derived so far: operations per point and statements in the generated core.
+
+        The Jacobian and the Hessian are derived when first called (or precompiled)."""
         return {name: {"ops": info["ops"], "statements": info["statements"]}
                 for name, info in self._meta["methods"].items()}
 
@@ -202,11 +265,64 @@ class Kernel:
     def _per_wrt(self, results):
         return results[0] if len(results) == 1 else tuple(results)
 
-    def _load(self, method: _Method) -> None:
+    def _spread_tangents(self, name: str, values, leading: int) -> tuple:
+        """``(*xs, t)`` -> ``(*xs, *t)``: with several wrt arguments the tangent is one tuple per call."""
+        if len(values) == leading + 1 and len(self.wrt) > 1:
+            tangents = values[-1]
+            if not isinstance(tangents, (tuple, list)) or len(tangents) != len(self.wrt):
+                raise TypeError(
+                    f"{name}() needs a tuple of {len(self.wrt)} tangents, one per wrt argument "
+                    f"({', '.join(self._wrt_names())}); got {type(tangents).__name__}"
+                    f"{f' of length {len(tangents)}' if isinstance(tangents, (tuple, list)) else ''}.")
+            values = tuple(values[:-1]) + tuple(tangents)
+        return values
+
+    def _csr(self, values, pattern, index: int):
+        try:
+            from scipy.sparse import csr_array
+        except ImportError:
+            raise ImportError("a sparse Jacobian for one point is a scipy.sparse.csr_array: pip install scipy "
+                              "(a batch's nonzero values need no SciPy: pass a batch dimension).") from None
+        indptr, indices = pattern
+        shape = (prod(self.out_shape), prod(self.arg_shapes[self.wrt[index]]))
+        return csr_array((values, np.asarray(indices, np.int64), np.asarray(indptr, np.int64)), shape=shape)
+
+    def _import(self) -> types.ModuleType:
         if self._module is None:
             self._module = import_module(self.source, self.path)
+        return self._module
+
+    def _load(self, method: _Method) -> None:
+        module = self._import()
         for driver in DRIVERS:
-            setattr(method, driver, getattr(self._module, f"{method.name}_{driver}"))
+            setattr(method, driver, getattr(module, f"{method.name}_{driver}"))
+
+    def _method(self, name: str) -> _Method:
+        """The method called ``name``, derived now if it was deferred (this needs SymPy, like compiling)."""
+        method = self._methods.get(name)
+        if method is not None:
+            return method
+        if name not in self._deferred:
+            raise ValueError(f"this kernel has no method {name!r}; it has {list(self.available_methods)}.")
+        self._derive([name])
+        return self._methods[name]
+
+    def _derive(self, names) -> None:
+        """Derive deferred methods, all in one new module (which replaces this kernel's cache entry)."""
+        with _FIRST_CALLS:
+            missing = [name for name in names if name not in self._methods]
+            if not missing:
+                return
+            from .compiler import extend
+            started = time.perf_counter()
+            extended = extend(self, missing)
+            self._meta, self.source, self.path = extended._meta, extended.source, extended.path
+            self._module = None  # methods loaded before keep their functions; the rest load from the new module
+            for other, info in self._meta["methods"].items():
+                self._methods.setdefault(other, _Method(other, info))
+            self._deferred = tuple(self._meta["deferred"])
+            log.info("%s: derived %s in %.2f s", self.name or self.key[:12], ", ".join(missing),
+                     time.perf_counter() - started)
 
     def _run(self, name: str, values, out=None):
         """Run one method; the hot path of every call.
@@ -217,7 +333,7 @@ class Kernel:
         it refuses takes the general path — conversion, broadcasting, batch
         drivers — like every other call.
         """
-        method = self._methods[name]
+        method = self._methods.get(name) or self._method(name)
         if len(values) != len(method.inputs):
             self._wrong_count(name, method, values)
         if out is None and method.point_ready:

@@ -6,6 +6,8 @@ Everything here is checked with clear errors: this is where user input enters.
 
 from __future__ import annotations
 
+import importlib
+import json
 import numbers
 import operator
 import re
@@ -170,3 +172,68 @@ def _wrt(wrt, arguments) -> tuple[int, ...]:
     if not indices:
         raise CompileError("wrt=() differentiates nothing; give at least one argument index.")
     return tuple(indices)
+
+
+# -- the signature as text: a kernel carries it, so that methods derived later need no user code ---------
+
+def dump_signature(signature: Signature) -> str:
+    """The signature as JSON; outputs as their DAG, children first (iterative: any depth, shared once)."""
+    number: dict = {}
+    nodes: list = []
+    classes: dict[type, int] = {}
+    stack = [(r, False) for r in reversed(signature.outputs)]
+    while stack:
+        expr, expanded = stack.pop()
+        if expr in number:
+            continue
+        atomic = not expr.args or isinstance(expr, MatrixElement)
+        if not atomic and not expanded:
+            stack.append((expr, True))
+            stack.extend((a, False) for a in reversed(expr.args) if a not in number)
+            continue
+        number[expr] = len(nodes)
+        if atomic:
+            nodes.append(sp.srepr(expr))
+        else:
+            cls = classes.setdefault(type(expr), len(classes))
+            nodes.append([cls] + [number[a] for a in expr.args])
+    return json.dumps({
+        "name": signature.name, "dtype": signature.dtype, "wrt": list(signature.wrt),
+        "out_shape": list(signature.out_shape),
+        "arguments": [[a.name, list(a.shape), [sp.srepr(leaf) for leaf in a.leaves]] for a in signature.arguments],
+        "classes": [[cls.__module__, cls.__qualname__] for cls in classes],
+        "nodes": nodes, "outputs": [number[r] for r in signature.outputs]})
+
+
+def load_signature(text: str) -> Signature:
+    """The inverse of ``dump_signature``."""
+    data = json.loads(text)
+    namespace: dict = {}
+    exec("from sympy import *", namespace)  # srepr's names; srepr is written to be read back this way
+    namespace.update(MatrixElement=MatrixElement, Str=sp.core.symbol.Str)
+    classes = [_class(module, qualname) for module, qualname in data["classes"]]
+    values: list = []
+    for node in data["nodes"]:
+        if isinstance(node, str):
+            values.append(eval(node, namespace))  # noqa: S307 - text gradcomp itself wrote
+        else:
+            values.append(_rebuild(classes[node[0]], [values[k] for k in node[1:]]))
+    arguments = tuple(Argument(name, tuple(shape), tuple(eval(leaf, namespace) for leaf in leaves))  # noqa: S307
+                      for name, shape, leaves in data["arguments"])
+    return Signature(data["name"], arguments, tuple(data["out_shape"]), tuple(values[k] for k in data["outputs"]),
+                     tuple(data["wrt"]), data["dtype"])
+
+
+def _rebuild(cls: type, args: list):
+    """A node from its (already canonical) arguments, without SymPy's evaluation, which rescans subtrees."""
+    try:
+        return cls(*args, evaluate=False)
+    except TypeError:  # a class without the keyword (ExprCondPair, ...)
+        return cls(*args)
+
+
+def _class(module: str, qualname: str) -> type:
+    target = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target

@@ -41,5 +41,9 @@ def test_digamma_of_large_negative_arguments_is_finite_and_right(x):
     import mpmath
     s = sp.Symbol("s")
     kernel = gc.compile(sp.polygamma(0, s), [s], cache=False)
-    assert kernel(x) == pytest.approx(float(mpmath.digamma(x)), rel=1e-9)
-    assert kernel.grad(x) == pytest.approx(float(mpmath.polygamma(1, x)), rel=1e-9)
+    with mpmath.workdps(40):  # the reflection formulas, with mpmath's digamma and trigamma at 1 - x > 0
+        at = mpmath.mpf(x)
+        digamma = mpmath.digamma(1 - at) - mpmath.pi * mpmath.cot(mpmath.pi * at)
+        trigamma = (mpmath.pi / mpmath.sin(mpmath.pi * at)) ** 2 - mpmath.polygamma(1, 1 - at)
+    assert kernel(x) == pytest.approx(float(digamma), rel=1e-9)
+    assert kernel.grad(x) == pytest.approx(float(trigamma), rel=1e-9)

@@ -45,7 +45,13 @@ def check_stiff_ode(output: str) -> None:
     assert number_after(r"max \|y1 \+ y2 \+ y3 - 1\| =", output) < 1e-10
 
 
+def check_brusselator(output: str) -> None:
+    assert number_after(r"differ by at most", output) < 1e-6
+    assert re.search(r"^gradcomp sparse\s", output, re.MULTILINE), output
+
+
 CHECKS = {
+    "brusselator_2d.py": check_brusselator,
     "seed_backward.py": check_seed_backward,
     "rosenbrock_optimize.py": check_rosenbrock,
     "robot_arm_ik.py": check_robot_arm,
@@ -53,7 +59,8 @@ CHECKS = {
     "torch_custom_layer.py": check_torch_layer,
     "stiff_ode_jacobian.py": check_stiff_ode,
 }
-NEEDS = {"torch_custom_layer.py": "torch", "rosenbrock_optimize.py": "scipy", "stiff_ode_jacobian.py": "scipy"}
+NEEDS = {"torch_custom_layer.py": "torch", "brusselator_2d.py": "scipy",
+         "rosenbrock_optimize.py": "scipy", "stiff_ode_jacobian.py": "scipy"}
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))

@@ -14,7 +14,14 @@ Batch dimensions broadcast as in the kernel.  A differentiated argument with
 fewer (or size-1) batch dimensions than the result — a shared parameter —
 gets its gradient summed over the broadcast dimensions, as PyTorch requires.
 Arguments outside the kernel's ``wrt`` get no gradient (``None``).
-Only CPU tensors are accepted; the backward is not itself differentiable.
+Only CPU tensors are accepted.
+
+Higher derivatives: the backward is itself differentiable (``create_graph=True``,
+``torch.autograd.gradgradcheck``): it runs the VJP through a second Function
+whose backward is the kernel's ``vjp_jvp`` (J w for the cotangent, the
+second-order term vᵀ(∂²y)w for the arguments), derived when first needed.  A
+third derivative is not available.  Forward mode through ``torch.autograd.forward_ad``
+(dual tensors) runs the kernel's ``jvp``; ``torch.func`` transforms are not supported.
 """
 
 from __future__ import annotations
@@ -54,17 +61,25 @@ def to_torch(kernel) -> Callable[..., torch.Tensor]:
 
 
 class _KernelFunction(torch.autograd.Function):
-    """Forward: the compiled kernel.  Backward: the compiled VJP, summed over broadcast batch dims."""
+    """Forward: the compiled kernel.  Backward: the compiled VJP (differentiable), summed over broadcast dims.
+
+    Forward mode: the compiled JVP.
+    """
 
     @staticmethod
-    def forward(ctx, kernel, wrt, *tensors):
-        ctx.kernel, ctx.wrt = kernel, wrt
-        ctx.save_for_backward(*tensors)
+    def forward(kernel, wrt, *tensors):
         value = np.asarray(kernel(*[_to_numpy(t, kernel.dtype) for t in tensors]))
         return torch.from_numpy(value).to(_result_dtype(kernel, tensors))
 
     @staticmethod
-    @once_differentiable
+    def setup_context(ctx, inputs, output):
+        kernel, wrt, *tensors = inputs
+        ctx.kernel, ctx.wrt = kernel, wrt
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
+        ctx.output_dtype = output.dtype
+
+    @staticmethod
     def backward(ctx, cotangent):
         kernel, wrt = ctx.kernel, ctx.wrt
         tensors = ctx.saved_tensors
@@ -73,16 +88,73 @@ class _KernelFunction(torch.autograd.Function):
         grads = [None] * len(tensors)
         if not needed:
             return (None, None, *grads)
+        vjps = _VJPFunction.apply(kernel, wrt, cotangent, *tensors)
+        for index, vjp in zip(wrt, vjps):
+            if index in needed:
+                grads[index] = vjp.sum_to_size(tensors[index].shape).to(tensors[index].dtype)
+        return (None, None, *grads)
+
+    @staticmethod
+    def jvp(ctx, kernel_tangent, wrt_tangent, *tangents):
+        kernel, wrt = ctx.kernel, ctx.wrt
+        for index, tangent in enumerate(tangents):
+            if tangent is not None and index not in wrt and bool(torch.any(tangent != 0)):  # functorch passes zeros
+                raise ValueError(
+                    f"argument {kernel.arg_names[index]!r} of {describe(kernel)} has a forward-mode tangent but "
+                    f"is not among the kernel's wrt ({', '.join(kernel.arg_names[i] for i in wrt)}); compile with "
+                    f"wrt including it, or pass it without a tangent.")
+        arrays = [_to_numpy(t, kernel.dtype) for t in ctx.saved_tensors]
+        spread = [_to_numpy(tangents[i], kernel.dtype) if tangents[i] is not None
+                  else np.zeros(kernel.arg_shapes[i], kernel.dtype) for i in wrt]
+        value = kernel.jvp(*arrays, spread[0] if len(wrt) == 1 else tuple(spread))
+        return torch.from_numpy(np.asarray(value)).to(ctx.output_dtype)
+
+
+class _VJPFunction(torch.autograd.Function):
+    """vᵀJ per wrt argument, per point (not yet summed over broadcast dims).
+
+    Its backward, given cotangents w of those VJPs, is the kernel's ``vjp_jvp``
+    with tangent w: J w for the cotangent v, and vᵀ(∂²y)w for the arguments.
+    """
+
+    @staticmethod
+    def forward(ctx, kernel, wrt, cotangent, *tensors):
+        ctx.kernel, ctx.wrt = kernel, wrt
+        ctx.save_for_backward(cotangent, *tensors)
         arrays = [_to_numpy(t, kernel.dtype) for t in tensors]
         vjps = kernel.vjp(*arrays, _to_numpy(cotangent, kernel.dtype))
         if len(wrt) == 1:
             vjps = (vjps,)
-        for index, vjp in zip(wrt, vjps):
-            if index in needed:
-                tensor = tensors[index]
-                summed = sum_to_shape(np.asarray(vjp), tuple(tensor.shape))
-                grads[index] = torch.from_numpy(summed).to(tensor.dtype)
-        return (None, None, *grads)
+        dtype = _result_dtype(kernel, tensors)
+        return tuple(torch.from_numpy(np.ascontiguousarray(vjp)).to(dtype) for vjp in vjps)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *vjp_cotangents):
+        kernel, wrt = ctx.kernel, ctx.wrt
+        cotangent, *tensors = ctx.saved_tensors
+        grads = [None] * len(tensors)
+        wants_v = ctx.needs_input_grad[2]
+        wanted = [i for i in wrt if ctx.needs_input_grad[3 + i]]
+        if not wants_v and not wanted:
+            return (None, None, None, *grads)
+        arrays = [_to_numpy(t, kernel.dtype) for t in tensors]
+        directions = [_to_numpy(w, kernel.dtype) for w in vjp_cotangents]  # torch materializes unused ones as 0
+        tangent = directions[0] if len(wrt) == 1 else tuple(directions)
+        if wanted:
+            jvp, second = kernel.vjp_jvp(*arrays, _to_numpy(cotangent, kernel.dtype), tangent)
+            second = (second,) if len(wrt) == 1 else second
+            for index, term in zip(wrt, second):
+                if index in wanted:
+                    tensor = tensors[index]
+                    summed = sum_to_shape(np.asarray(term), tuple(tensor.shape))
+                    grads[index] = torch.from_numpy(summed).to(tensor.dtype)
+        else:
+            jvp = kernel.jvp(*arrays, tangent)
+        grad_v = None
+        if wants_v:
+            grad_v = torch.from_numpy(sum_to_shape(np.asarray(jvp), tuple(cotangent.shape))).to(cotangent.dtype)
+        return (None, None, grad_v, *grads)
 
 
 def _as_cpu_tensor(kernel, name: str, value) -> torch.Tensor:
