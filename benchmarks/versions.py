@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
-    sys.path.insert(0, str(REPO_ROOT))
+    sys.path.append(str(REPO_ROOT))  # after PYTHONPATH: a probe imports the gradcomp of the tree it measures
 
 from benchmarks.suite import CASES  # noqa: E402
 

@@ -379,14 +379,15 @@ class Kernel:
     def _ready(self, driver, parallel: bool, args) -> None:
         """Compile ``driver`` for the types of ``args`` (or load it from Numba's cache), once, without running it.
 
-        The first parallel driver of the process picks Numba's threading layer
-        first (``_choose_threading_layer``) and records what Numba took.
+        After the first parallel driver, records which threading layer Numba took:
+        Numba's own choice (TBB where installed, else OpenMP, else workqueue) or the
+        user's.  gradcomp keeps it: OpenMP ran the memory-bound seed case at 1000
+        Mpts/s where workqueue ran 615, and a forked child runs gradcomp's batches
+        serially instead (``_after_fork_in_child``), so a fork never hangs.
         """
         with _FIRST_CALLS:
             if driver.signatures:
                 return
-            if parallel:
-                _choose_threading_layer()
             started = time.perf_counter()
             driver.compile(tuple(driver.typeof_pyval(arg) for arg in args))
             log.info("%s: %s ready in %.2f s (Numba compiled it or loaded it from the cache)",
@@ -575,27 +576,6 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
         return np.shares_memory(a, b, max_work=1 << 20)
     except getattr(np, "exceptions", np).TooHardError:
         return True
-
-
-def _choose_threading_layer() -> None:
-    """Before gradcomp's first parallel driver is compiled or loaded: a fork-safe Numba threading layer.
-
-    Numba's default takes GNU OpenMP where present (Linux), which a forked child
-    cannot use: the child is terminated at its first parallel batch and a
-    ``multiprocessing.Pool`` waits forever.  Numba's 'forksafe' takes TBB where
-    installed (``pip install tbb``), else workqueue on Linux, OpenMP elsewhere
-    (fork-safe there).  A layer the user chose (``NUMBA_THREADING_LAYER``,
-    ``numba.config.THREADING_LAYER``, ``.numba_config.yaml``) is kept, and so is
-    one Numba already launched.  Must run before Numba's first parallel launch.
-    """
-    from numba.core import config
-    from numba.np.ufunc import parallel
-
-    if parallel._is_initialized:
-        return
-    config.reload_config()  # the environment as it is now: the compiler's own reload then keeps what is set here
-    if os.environ.get("NUMBA_THREADING_LAYER") is None and str(config.THREADING_LAYER).lower() == "default":
-        config.THREADING_LAYER = "forksafe"
 
 
 def _note_threading_layer() -> None:

@@ -122,17 +122,6 @@ def test_process_pools_after_a_parallel_batch_finish(tmp_path, method):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="elsewhere Numba's default is fork-safe already")
-def test_the_threading_layer_gradcomp_chooses_is_fork_safe(tmp_path):
-    done = _run_script(tmp_path, """
-        import numpy as np, sympy as sp, gradcomp as gc, numba
-        x = sp.Symbol("x")
-        gc.compile(x * 2, [x], cache=False)(np.ones(2_000_000))
-        print("layer", numba.threading_layer())
-    """)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split()[-1] in ("tbb", "workqueue"), done.stdout
-
-
 def test_a_threading_layer_the_user_chose_is_kept(tmp_path):
     done = _run_script(tmp_path, """
         import numpy as np, sympy as sp, gradcomp as gc, numba
