@@ -5,7 +5,7 @@
 BASELINE_REV (a commit of this repository) is checked out into a temporary
 git worktree; the working tree is the candidate.  Per case and version, a
 fresh process with an empty cache times the cold path (``gc.compile`` to the
-first 1e5-point VJP, after imports), then batched VJP throughput at N = 1e5
+first 1e5-point VJP, after imports and the SymPy definition), then batched VJP throughput at N = 1e5
 (median of 7 samples of >= 0.2 s) and single-point ``k.vjp(x, v)`` latency
 (best of 5 timeit runs).  JAX's cold ``jit(vmap(vjp))`` runs in a process of its
 own.  Versions alternate round by round, so drift on a shared machine hits both.
@@ -36,8 +36,9 @@ def measure(case: str) -> dict:
     """In a fresh process: cold compile to the first batched VJP, then throughput and latency."""
     import timeit
 
+    import numba  # noqa: F401  (imports are not compile time: the first call imports Numba)
     import numpy as np
-    import sympy  # noqa: F401  (imports are not compile time)
+    import sympy  # noqa: F401
 
     import gradcomp as gc
     from benchmarks.suite import sample_inputs
@@ -46,8 +47,8 @@ def measure(case: str) -> dict:
     rng = np.random.default_rng(0)
     X = sample_inputs(case, POINTS, rng)
     V = rng.standard_normal((POINTS, CASES[case][2]))
+    symbols, outputs = symbolic_case(case)  # the user's SymPy definition is not compile time either
     started = time.perf_counter()
-    symbols, outputs = symbolic_case(case)
     kernel = gc.compile(outputs, [symbols])
     kernel.vjp(X, V)
     cold = time.perf_counter() - started
@@ -94,8 +95,8 @@ def run(tree: Path, case: str, jax: bool = False) -> dict:
 def render(baseline: str, candidate: str, rows: dict) -> str:
     lines = [f"# gradcomp {baseline[:10]} (before) against the working tree {candidate} (after)", "",
              f"Each figure: a fresh process with an empty cache; median over rounds. N = {POINTS:,}; float64; "
-             f"2-core machine unless noted. Cold = `gc.compile` to the first batched VJP, after imports "
-             f"(JAX: trace + compile + first call of `jit(vmap(vjp))`).", "",
+             f"2-core machine unless noted. Cold = `gc.compile` to the first batched VJP, after imports and "
+             f"the SymPy definition (JAX: trace + compile + first call of `jit(vmap(vjp))`).", "",
              "| case | cold before | cold after | JAX cold | vjp Mpts/s before | after | after/before | "
              "one point µs before | after |", "|---|---|---|---|---|---|---|---|---|"]
     def med(row, version, key):

@@ -43,7 +43,7 @@ class _Method:
     """A generated method's calling convention, read once from the module's META."""
 
     __slots__ = ("name", "inputs", "outputs", "cores", "rows_are_results", "parallel_min_points", "layout",
-                 "point", "point_ready", "serial", "parallel")
+                 "point", "point_ready", "serial", "parallel", "parallel_started")
 
     def __init__(self, name: str, info: dict):
         self.name = name
@@ -54,7 +54,7 @@ class _Method:
         self.parallel_min_points = info["parallel_min_points"]
         self.layout = info.get("layout")
         self.point = self.serial = self.parallel = None
-        self.point_ready = False
+        self.point_ready = self.parallel_started = False
 
 
 class Kernel:
@@ -395,6 +395,33 @@ class Kernel:
             if parallel:
                 _note_threading_layer()
 
+    def _compile_in_background(self, method, args) -> None:
+        """Start compiling (or loading) ``method``'s parallel driver on a thread of its own, once.
+
+        A prange driver costs Numba 0.2-0.6 s more than the serial one; the
+        first large batch runs serially meanwhile, so a cold call pays for one
+        driver, not both.
+        """
+        with _FIRST_CALLS:
+            if method.parallel_started:
+                return
+            method.parallel_started = True
+        types = tuple(method.parallel.typeof_pyval(arg) for arg in args)  # types only: no reference to the data
+
+        def compile_parallel():
+            try:
+                with _FIRST_CALLS:
+                    started = time.perf_counter()
+                    method.parallel.compile(types)
+                    _note_threading_layer()
+                log.info("%s: %s ready in %.2f s (in the background; Numba compiled it or loaded it from the "
+                         "cache)", self.name or self.key[:12], method.parallel.__name__, time.perf_counter() - started)
+            except Exception:  # the serial driver keeps serving every batch
+                log.exception("%s: compiling %s failed; batches run serially", self.name or self.key[:12],
+                              method.parallel.__name__)
+
+        threading.Thread(target=compile_parallel, name=f"gradcomp-{method.name}-parallel", daemon=True).start()
+
     def _run_general(self, method, values, out):
         """Any batch shapes: convert, broadcast, run on all points, shape the results."""
         if any(is_dask_array(value) for value in values):
@@ -457,8 +484,13 @@ class Kernel:
                 array = np.ascontiguousarray(array, dtype)
                 call_args += (array.reshape(1 if shared else points, size), 0 if shared else 1)
             parallel = points >= method.parallel_min_points and not _parallel_off
-            driver = method.parallel if parallel else method.serial
             args = (points, *call_args, *rows)
+            if parallel and not method.parallel.signatures:
+                if not method.serial.signatures:
+                    self._ready(method.serial, False, args)  # first: the background compile holds the lock a while
+                self._compile_in_background(method, args)
+                parallel = False  # until the parallel driver is ready, batches run on the serial one
+            driver = method.parallel if parallel else method.serial
             if not driver.signatures:
                 self._ready(driver, parallel, args)
             if parallel and _parallel_exclusive:

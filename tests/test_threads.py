@@ -95,6 +95,7 @@ POOL_SCRIPT = """
 
     x = sp.symbols("x0:3")
     kernel = gc.compile(x[0] * x[1] + sp.sin(x[2]), [list(x)], name="pool_after_batch")
+    kernel.precompile(["vjp"])  # the parallel driver ready: the parent's first batch runs on it
     POINTS = 400_000  # over the kernel's parallel_min_points: the parallel driver runs
 
 
@@ -126,7 +127,9 @@ def test_a_threading_layer_the_user_chose_is_kept(tmp_path):
     done = _run_script(tmp_path, """
         import numpy as np, sympy as sp, gradcomp as gc, numba
         x = sp.Symbol("x")
-        gc.compile(x * 2, [x], cache=False)(np.ones(2_000_000))
+        kernel = gc.compile(x * 2, [x], cache=False)
+        kernel.precompile(["forward"])
+        kernel(np.ones(2_000_000))
         print("layer", numba.threading_layer())
     """, env={"NUMBA_THREADING_LAYER": "workqueue"})
     assert done.returncode == 0, done.stderr
@@ -157,6 +160,7 @@ def test_parallel_batches_from_many_threads_on_the_workqueue_layer_agree(tmp_pat
         import numpy as np, sympy as sp, gradcomp as gc, numba
         x = sp.symbols("x0:3")
         kernel = gc.compile(x[0] * x[1] * x[2], [list(x)], cache=False)
+        kernel.precompile(["vjp"])
         batch = np.random.default_rng(0).standard_normal((1_000_000, 3))
         expected = kernel.grad(batch)
         assert numba.threading_layer() == "workqueue"
@@ -173,3 +177,24 @@ def test_parallel_batches_from_many_threads_on_the_workqueue_layer_agree(tmp_pat
     """, env={"NUMBA_THREADING_LAYER": "workqueue"})
     assert done.returncode == 0, done.stderr
     assert "wrong 0 of 40" in done.stdout, done.stdout
+
+
+def test_a_first_large_batch_runs_serially_while_the_parallel_driver_compiles_in_the_background():
+    import time
+
+    import numpy as np
+    import sympy as sp
+
+    import gradcomp as gc
+    x = sp.Symbol("x")
+    kernel = gc.compile(sp.sin(x) * x, [x], cache=False)
+    points = np.linspace(-2, 2, 2 * kernel._methods["forward"].parallel_min_points)
+    expected = np.sin(points) * points
+    np.testing.assert_allclose(kernel(points), expected, rtol=1e-15)
+    method = kernel._methods["forward"]
+    assert method.serial.signatures and method.parallel_started
+    deadline = time.monotonic() + 120
+    while not method.parallel.signatures and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert method.parallel.signatures, "the background compile of the parallel driver never finished"
+    np.testing.assert_allclose(kernel(points), expected, rtol=1e-15)
