@@ -100,31 +100,19 @@ class Printer:
         of n terms is a chain of n dependent additions; pairs make it log2(n)
         deep (and pairwise summation is also the more accurate one)."""
         signed = []
-        for term in expr.args:
-            coeff, rest = term.as_coeff_Mul()
-            if rest.is_Number:
-                coeff, body = coeff * rest, None
+        for negative, magnitude, rest in _terms(expr):
+            if rest is None:
+                piece = self.literal(magnitude)
             else:
                 body = self._atom(rest) if rest.is_Add else self(rest)
-            magnitude = abs(coeff)
-            if body is None:
-                piece = self.literal(magnitude)
-            elif magnitude == 1:
-                piece = body
-            else:
-                piece = f"{self.literal(magnitude)}*{body}"
-            signed.append((bool(coeff < 0), piece))
-        signed.sort(key=lambda item: item[0])
-        negative, text = _pairwise(signed)
+                piece = body if magnitude == 1 else f"{self.literal(magnitude)}*{body}"
+            signed.append((negative, piece))
+        negative, text = _pairwise(signed, lambda a, b: f"({a} + {b})", lambda a, b: f"({a} - {b})")
         text = text[1:-1] if len(signed) > 1 else text
         return f"-({text})" if negative else text
 
     def _print_Mul(self, expr) -> str:
-        coeff, factors = expr.as_coeff_mul()
-        numerator = [f for f in factors if not (f.is_Pow and f.exp == -1)]
-        denominator = [f.base for f in factors if f.is_Pow and f.exp == -1]
-        negative = coeff < 0
-        magnitude = -coeff if negative else coeff
+        negative, magnitude, numerator, denominator = _factors(expr)
         parts = [self._atom(f) for f in numerator]
         if magnitude != 1 or not parts:
             parts.insert(0, self.literal(magnitude))
@@ -171,18 +159,39 @@ class Printer:
                                                  one=self.literal(1))
 
 
-def _pairwise(signed: list) -> tuple[bool, str]:
-    """[(negative, text), ...] with positives first -> (negative, parenthesized sum)."""
+def _terms(expr) -> list:
+    """A sum's terms as (negative, |coefficient|, the rest or None for a number), positives first:
+    the listing and the instructions build a sum from the same terms in the same order."""
+    terms = []
+    for term in expr.args:
+        coeff, rest = term.as_coeff_Mul()
+        if rest.is_Number:
+            coeff, rest = coeff * rest, None
+        terms.append((bool(coeff < 0), abs(coeff), rest))
+    return sorted(terms, key=lambda item: item[0])
+
+
+def _factors(expr) -> tuple:
+    """A product as (negative, |coefficient|, numerator factors, denominator bases)."""
+    coeff, factors = expr.as_coeff_mul()
+    numerator = [f for f in factors if not (f.is_Pow and f.exp == -1)]
+    denominator = [f.base for f in factors if f.is_Pow and f.exp == -1]
+    return coeff < 0, abs(coeff), numerator, denominator
+
+
+def _pairwise(signed: list, add, sub) -> tuple:
+    """[(negative, piece), ...], positives first -> (negative, their sum as a balanced tree of ``add`` and
+    ``sub``): a sum never becomes a chain of n dependent additions."""
     while len(signed) > 1:
         paired = []
         for k in range(0, len(signed) - 1, 2):
             (left_negative, left), (right_negative, right) = signed[k], signed[k + 1]
             if left_negative == right_negative:
-                paired.append((left_negative, f"({left} + {right})"))
+                paired.append((left_negative, add(left, right)))
             elif right_negative:
-                paired.append((False, f"({left} - {right})"))
+                paired.append((False, sub(left, right)))
             else:
-                paired.append((False, f"({right} - {left})"))
+                paired.append((False, sub(right, left)))
         if len(signed) % 2:
             paired.append(signed[-1])
         signed = paired
@@ -266,43 +275,19 @@ class Emitter:
 
     def _emit_Add(self, expr, name):
         signed = []
-        for term in expr.args:
-            coeff, rest = term.as_coeff_Mul()
-            if rest.is_Number:
-                coeff, body = coeff * rest, None
-            else:
-                body = self.value(rest)
-            magnitude = abs(coeff)
-            if body is None:
+        for negative, magnitude, rest in _terms(expr):
+            if rest is None:
                 piece = self.constant(magnitude)
             elif magnitude == 1:
-                piece = body
+                piece = self.value(rest)
             else:
-                piece = self.emit("mul", self.constant(magnitude), body)
-            signed.append((bool(coeff < 0), piece))
-        signed.sort(key=lambda item: item[0])
-        while len(signed) > 1:
-            paired = []
-            for k in range(0, len(signed) - 1, 2):
-                (left_negative, left), (right_negative, right) = signed[k], signed[k + 1]
-                if left_negative == right_negative:
-                    paired.append((left_negative, self.emit("add", left, right)))
-                elif right_negative:
-                    paired.append((False, self.emit("sub", left, right)))
-                else:
-                    paired.append((False, self.emit("sub", right, left)))
-            if len(signed) % 2:
-                paired.append(signed[-1])
-            signed = paired
-        negative, total = signed[0]
+                piece = self.emit("mul", self.constant(magnitude), self.value(rest))
+            signed.append((negative, piece))
+        negative, total = _pairwise(signed, lambda a, b: self.emit("add", a, b), lambda a, b: self.emit("sub", a, b))
         return self.emit("neg", total, name=name) if negative else self._named(total, name)
 
     def _emit_Mul(self, expr, name):
-        coeff, factors = expr.as_coeff_mul()
-        numerator = [f for f in factors if not (f.is_Pow and f.exp == -1)]
-        denominator = [f.base for f in factors if f.is_Pow and f.exp == -1]
-        negative = coeff < 0
-        magnitude = -coeff if negative else coeff
+        negative, magnitude, numerator, denominator = _factors(expr)
         parts = [self.value(f) for f in numerator]
         if magnitude != 1 or not parts:
             parts.insert(0, self.constant(magnitude))
