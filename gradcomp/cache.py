@@ -39,7 +39,8 @@ from pathlib import Path
 
 from . import __version__, numba_cache
 from .errors import CacheError
-from .runtime import DRIVERS, Kernel, import_module, source_key
+from .record import DRIVERS
+from .runtime import Kernel, import_module, source_key
 
 LAYOUT = "v1"
 DEFAULT_MAX_BYTES = 1 << 30
@@ -299,18 +300,18 @@ class Cache:
         return Kernel(module.META, source, str(path), str(self.root))
 
     # -- writing -----------------------------------------------------------
-    def store(self, source: str, source_key: str, meta: dict, subject: str | None = None) -> Kernel:
+    def store(self, source: str, source_key: str, meta, subject: str | None = None) -> Kernel:
         """Write the module (unless an intact copy is there) and its index entry; raises OSError if it cannot."""
         path = self.module_path(source_key)
         if not _holds(path, source_key):
             _write_atomic(path, source)
-        entry = {"key": meta["key"], "source_key": source_key, "name": meta["name"], "subject": subject,
+        entry = {"key": meta.key, "source_key": source_key, "name": meta.name, "subject": subject,
                  "versions": current_versions(), "created": time.time()}
-        _write_atomic(self._index_path(meta["key"]), json.dumps(entry, indent=1))
-        if meta["name"]:
-            _write_atomic(self._name_path(meta["name"]), json.dumps({"key": meta["key"]}))
+        _write_atomic(self._index_path(meta.key), json.dumps(entry, indent=1))
+        if meta.name:
+            _write_atomic(self._name_path(meta.name), json.dumps({"key": meta.key}))
         kernel = self._file_kernel(path)
-        self.prune(keep=meta["key"])
+        self.prune(keep=meta.key)
         return kernel
 
     def get_or_build(self, key: str, build: Callable, *, subject: str | None = None,
@@ -651,7 +652,7 @@ def open_cache(cache, *, create: bool = True) -> Cache | None:
     raise TypeError(f"cache must be None, False or a directory path, got {cache!r}.")
 
 
-def restore_kernel(meta: dict, source: str, cache_root: str | None) -> Kernel:
+def restore_kernel(meta, source: str, cache_root: str | None) -> Kernel:
     """Unpickling: run the module from the cache it came from when that cache is here and safe, else in memory."""
     if cache_root and Path(cache_root).is_dir():
         try:

@@ -25,6 +25,7 @@ from sympy.logic.boolalg import BooleanAtom
 from . import __version__
 from .derive import Derivation, Program, available_methods
 from .functions import rule_for
+from .record import DRIVERS, KernelRecord, MethodRecord
 from .spec import dump_signature
 
 PARALLEL_WORK = 1_000_000
@@ -46,7 +47,7 @@ class Module(NamedTuple):
     """Generated source and what it holds."""
 
     source: str
-    meta: dict
+    meta: KernelRecord
 
 
 class Printer:
@@ -429,33 +430,23 @@ def generate(derivation: Derivation, key: str) -> Module:
     for method, program in derivation.programs.items():
         text, statements, ops = _method_source(program, printer, signature.dtype)
         sections.append(text)
-        methods[method] = {
-            "inputs": [[b.name, list(b.shape)] for b in program.inputs],
-            "outputs": [[b.name, list(b.shape)] for b in program.outputs],
-            "statements": statements,
-            "ops": ops,
-            "parallel_min_points": max(1, PARALLEL_WORK // max(ops, 1)),
-        }
-        if program.layout is not None:
-            methods[method]["layout"] = program.layout
-    meta = {
-        "deferred": [m for m in available_methods(signature) if m not in methods],
-        "name": signature.name,
-        "key": key,
-        "dtype": signature.dtype,
-        "arguments": [[a.name, list(a.shape)] for a in signature.arguments],
-        "wrt": list(signature.wrt),
-        "out_shape": list(signature.out_shape),
-        "methods": methods,
-        "gradcomp": __version__,
-    }
+        methods[method] = MethodRecord(
+            inputs=tuple((b.name, b.shape) for b in program.inputs),
+            outputs=tuple((b.name, b.shape) for b in program.outputs),
+            statements=statements, ops=ops, parallel_min_points=max(1, PARALLEL_WORK // max(ops, 1)),
+            layout=None if program.layout is None else tuple((tuple(p), tuple(i)) for p, i in program.layout))
+    meta = KernelRecord(
+        name=signature.name, key=key, dtype=signature.dtype,
+        arguments=tuple((a.name, a.shape) for a in signature.arguments), wrt=signature.wrt,
+        out_shape=signature.out_shape, methods=methods,
+        deferred=tuple(m for m in available_methods(signature) if m not in methods), gradcomp=__version__)
     source = "\n".join([_header(signature, meta)] + sections)
     return Module(source, meta)
 
 
 def _header(signature, meta) -> str:
-    counts = "\n".join(f"    {m:<14} {info['ops']:>6} operations, {info['statements']:>5} statements"
-                       for m, info in meta["methods"].items())
+    counts = "\n".join(f"    {m:<14} {info.ops:>6} operations, {info.statements:>5} statements"
+                       for m, info in meta.methods.items())
     return "\n".join([
         f'"""gradcomp kernel {signature.name or "(unnamed)"}: generated code, do not edit.',
         "",
@@ -464,15 +455,16 @@ def _header(signature, meta) -> str:
         "value_and_vjp, Jacobian-vector product (jvp), Jacobian and (scalar output) Hessian.",
         "Per point (arithmetic operations and calls in each method's listing):",
         counts,
-        *([f"Derived when first called: {', '.join(meta['deferred'])}."] if meta["deferred"] else []),
+        *([f"Derived when first called: {', '.join(meta.deferred)}."] if meta.deferred else []),
         "Each method's listing is its straight-line program, and its instructions are the same",
         "operations, built into LLVM IR by gradcomp.ir when Numba compiles a driver.",
-        f"Key {meta['key']}, gradcomp {meta['gradcomp']}.",
+        f"Key {meta.key}, gradcomp {meta.gradcomp}.",
         '"""',
         "import numpy as np",
         "from numba import njit, prange",
         "",
         "from gradcomp.ir import core",
+        "from gradcomp.record import KernelRecord, MethodRecord",
         "",
         "# Numba caches machine code only for functions of a module that lives in a file.",
         'CACHE = "__file__" in globals()',
@@ -494,6 +486,7 @@ def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str,
     body = listing(program, printer)
     ops = count_operations(body)
     m = program.method
+    point, serial, parallel = DRIVERS
     ins = [f"in{k}" for k in range(len(program.inputs))]
     steps = [f"step{k}" for k in range(len(program.inputs))]
     outs = [f"out{k}" for k in range(len(program.outputs))]
@@ -510,7 +503,7 @@ def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str,
     out_sizes = [prod(b.shape) for b in program.outputs]
     lines += [
         '@njit(cache=CACHE, error_model="numpy")',
-        f"def {m}_point({', '.join(ins)}):",
+        f"def {m}_{point}({', '.join(ins)}):",
         '    """One point given inputs of exactly their core shapes: returns the result rows."""']
     lines += [f"    {o} = np.empty((1, {size}), np.{dtype})" for o, size in zip(outs, out_sizes)]
     lines += [f"    {m}_core(0, {call_ins}, ({', '.join('0' for _ in ins)},), {call_outs})",
@@ -518,13 +511,13 @@ def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str,
               "",
               "",
               '@njit(cache=CACHE, error_model="numpy")',
-              f"def {m}_serial(n, {params}):",
+              f"def {m}_{serial}(n, {params}):",
               "    for i in range(n):",
               f"        {m}_core(i, {call_ins}, ({', '.join(steps)},), {call_outs})",
               "",
               "",
               '@njit(cache=CACHE, error_model="numpy", parallel=True)',
-              f"def {m}_parallel(n, {params}):",
+              f"def {m}_{parallel}(n, {params}):",
               "    for i in prange(n):",
               f"        {m}_core(i, {call_ins}, ({', '.join(steps)},), {call_outs})",
               ""]

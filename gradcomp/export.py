@@ -1,10 +1,11 @@
 """A kernel as one standalone module that needs only NumPy and Numba.
 
 The generated source already is a module of Numba drivers plus ``META``; the
-export puts the source of ``gradcomp.ir`` (which builds the cores) in place of
-its import, appends the runtime's argument handling (``gradcomp.runtime``), both
-copied from their sources so that there is one implementation, without what
-needs the rest of gradcomp, and a ``kernel`` object offering the same calls.
+export puts the sources of ``gradcomp.ir`` (which builds the cores) and
+``gradcomp.record`` (the type of ``META``) in place of their imports, and
+appends the runtime's argument handling (``gradcomp.runtime``), each copied
+from its source so that there is one implementation, without what needs the
+rest of gradcomp, and a ``kernel`` object offering the same calls.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import ast
 import inspect
 from pathlib import Path
 
-from . import ir, runtime
+from . import ir, record, runtime
 from .runtime import Kernel
 
 CALLS = ("vjp", "value_and_vjp", "jvp", "jacobian", "grad", "value_and_grad", "hessian")
 """Module-level functions of the export besides ``kernel`` itself (``kernel(*xs)`` is the forward value)."""
 
 _OMITTED_FUNCTIONS = {"import_module"}  # replaced: the export's drivers live in the export itself
-_IR_IMPORT = "from gradcomp.ir import core\n"
+_INLINED = {"from gradcomp.ir import core\n": ir, "from gradcomp.record import KernelRecord, MethodRecord\n": record}
+"""The generated module's imports of gradcomp -> the modules whose source the export puts in their place."""
 
 
 def export_source(kernel: Kernel) -> str:
@@ -31,12 +33,14 @@ def export_source(kernel: Kernel) -> str:
         raise ValueError(f"the generated source of {kernel!r} already defines {sorted(taken)}; "
                          f"it cannot be exported with those names.")
     aliases = "\n".join(f"{call} = kernel.{call}" for call in CALLS)
-    if _IR_IMPORT not in kernel.source:
-        raise ValueError(f"the generated source of {kernel!r} does not import gradcomp.ir as this gradcomp "
-                         f"generates it; recompile the kernel with this version of gradcomp.")
-    own_ir = "# ---- gradcomp.ir: builds the cores (copied from gradcomp.ir) ----\n" + _module_source(ir) + "\n"
+    source = kernel.source.rstrip()
+    for line, module in _INLINED.items():
+        if line not in source:
+            raise ValueError(f"the generated source of {kernel!r} does not import {module.__name__} as this "
+                             f"gradcomp generates it; recompile the kernel with this version of gradcomp.")
+        source = source.replace(line, f"# ---- {module.__name__} (copied) ----\n{_module_source(module)}\n", 1)
     return "\n".join([
-        kernel.source.rstrip().replace(_IR_IMPORT, own_ir, 1),
+        source,
         "",
         "",
         "# ---- runtime: argument checks, broadcasting, dispatch (copied from gradcomp.runtime) ----",
@@ -83,7 +87,9 @@ def _module_source(module) -> str:
             continue
         if isinstance(node, ast.FunctionDef) and node.name in _OMITTED_FUNCTIONS:
             continue
-        kept.append(_WithoutGradcomp().visit(node))
+        node = _WithoutGradcomp().visit(node)
+        if node is not None:
+            kept.append(node)
     text = ast.unparse(ast.Module(body=kept, type_ignores=[]))
     return text if "\nimport sys\n" in f"\n{text}" else "import sys\n" + text
 
@@ -91,9 +97,11 @@ def _module_source(module) -> str:
 class _WithoutGradcomp(ast.NodeTransformer):
     """``from .bridges.torch import ...`` (reaching into gradcomp) -> raise ImportError: the export lacks it."""
 
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST:
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | None:
         if not node.level:
             return node
+        if f"gradcomp.{node.module}" in {module.__name__ for module in _INLINED.values()}:
+            return None  # the export holds that module's source itself
         message = f"this needs gradcomp (gradcomp.{node.module}), which an exported kernel module does without"
         return ast.copy_location(ast.parse(f"raise ImportError({message!r})").body[0], node)
 

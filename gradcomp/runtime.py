@@ -19,9 +19,9 @@ from math import prod
 
 import numpy as np
 
+from .record import DRIVERS
+
 log = logging.getLogger("gradcomp")
-DRIVERS = ("point", "serial", "parallel")
-"""The compiled functions of each generated method, ``<method>_<driver>`` in the module."""
 _NUMERIC_KINDS = "biuf"
 CHUNK_BYTES = 64 << 20
 """Inputs that need converting (dtype, layout, partial broadcast) are converted this much at a time."""
@@ -40,19 +40,19 @@ _parallel_off = False
 
 
 class _Method:
-    """A generated method's calling convention, read once from the module's META."""
+    """A generated method's calling convention, read once from its MethodRecord (the module's META)."""
 
     __slots__ = ("name", "inputs", "outputs", "cores", "rows_are_results", "parallel_min_points", "layout",
                  "point", "point_ready", "serial", "parallel", "parallel_started")
 
-    def __init__(self, name: str, info: dict):
+    def __init__(self, name: str, info):
         self.name = name
-        self.inputs = [(block_name, tuple(shape), prod(shape)) for block_name, shape in info["inputs"]]
-        self.outputs = [(block_name, tuple(shape), prod(shape)) for block_name, shape in info["outputs"]]
+        self.inputs = [(block_name, tuple(shape), prod(shape)) for block_name, shape in info.inputs]
+        self.outputs = [(block_name, tuple(shape), prod(shape)) for block_name, shape in info.outputs]
         self.cores = [core for _, core, _ in self.inputs]
         self.rows_are_results = all(len(shape) == 1 for _, shape, _ in self.outputs)
-        self.parallel_min_points = info["parallel_min_points"]
-        self.layout = info.get("layout")
+        self.parallel_min_points = info.parallel_min_points
+        self.layout = info.layout
         self.point = self.serial = self.parallel = None
         self.point_ready = self.parallel_started = False
 
@@ -69,20 +69,20 @@ class Kernel:
         self._meta = meta
         self.source: str = source
         """The generated Python source."""
-        self.key: str = meta["key"]
+        self.key: str = meta.key
         """The cache key (hex)."""
-        self.name: str | None = meta["name"]
+        self.name: str | None = meta.name
         """The registered name, or None."""
-        self.dtype = np.dtype(meta["dtype"])
+        self.dtype = np.dtype(meta.dtype)
         self.path = path
         self._cache_root = cache_root
         self._module: types.ModuleType | None = None
-        self._methods = {name: _Method(name, info) for name, info in meta["methods"].items()}
-        self._deferred = tuple(meta.get("deferred", ()))
-        self._arguments = [(name, tuple(shape)) for name, shape in meta["arguments"]]
-        self.wrt: tuple[int, ...] = tuple(meta["wrt"])
+        self._methods = {name: _Method(name, info) for name, info in meta.methods.items()}
+        self._deferred = meta.deferred
+        self._arguments = [(name, tuple(shape)) for name, shape in meta.arguments]
+        self.wrt: tuple[int, ...] = tuple(meta.wrt)
         """Indices of the differentiated arguments, in the order derivatives are returned."""
-        self.out_shape: tuple[int, ...] = tuple(meta["out_shape"])
+        self.out_shape: tuple[int, ...] = tuple(meta.out_shape)
         self.arg_shapes: tuple[tuple[int, ...], ...] = tuple(shape for _, shape in self._arguments)
         self.arg_names: tuple[str, ...] = tuple(name for name, _ in self._arguments)
 
@@ -218,8 +218,7 @@ class Kernel:
         """Per method derived so far: operations per point and statements in the generated core.
 
         The Jacobian and the Hessian are derived when first called (or precompiled)."""
-        return {name: {"ops": info["ops"], "statements": info["statements"]}
-                for name, info in self._meta["methods"].items()}
+        return {name: {"ops": info.ops, "statements": info.statements} for name, info in self._meta.methods.items()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{n}: {s}" for n, s in self._arguments)
@@ -318,9 +317,9 @@ class Kernel:
             extended = extend(self, missing)
             self._meta, self.source, self.path = extended._meta, extended.source, extended.path
             self._module = None  # methods loaded before keep their functions; the rest load from the new module
-            for other, info in self._meta["methods"].items():
+            for other, info in self._meta.methods.items():
                 self._methods.setdefault(other, _Method(other, info))
-            self._deferred = tuple(self._meta["deferred"])
+            self._deferred = self._meta.deferred
             log.info("%s: derived %s in %.2f s", self.name or self.key[:12], ", ".join(missing),
                      time.perf_counter() - started)
 

@@ -1,0 +1,47 @@
+"""The kernel's record: what a generated module computes and how each of its methods is called.
+
+codegen writes it into the module as ``META = KernelRecord(...)`` (its repr is
+the source); the runtime, the cache and export read it.  Plain values only:
+no SymPy, no Numba, so that loading a cached kernel needs neither.
+"""
+
+from typing import NamedTuple
+
+DRIVERS = ("point", "serial", "parallel")
+"""The compiled functions of each generated method, ``<method>_<driver>`` in the module: one point, a
+plain loop over a batch, a ``prange`` loop over a batch."""
+
+Block = tuple[str, tuple[int, ...]]
+"""A named group of scalars of one shape: an argument, an output, a cotangent or tangent."""
+
+
+class MethodRecord(NamedTuple):
+    """One generated method: its blocks in calling order and what its core costs."""
+
+    inputs: tuple[Block, ...]
+    outputs: tuple[Block, ...]
+    statements: int
+    """Assignments in the straight-line program."""
+    ops: int
+    """Arithmetic operations, comparisons, selects and calls per point, counted on the listing."""
+    parallel_min_points: int
+    """Batches from this many points run on all cores."""
+    layout: tuple | None = None
+    """Outputs that are not dense arrays: the sparse Jacobian's CSR pattern, (indptr, indices) per wrt argument."""
+
+
+class KernelRecord(NamedTuple):
+    """One kernel: its signature as the runtime needs it, and its methods."""
+
+    name: str | None
+    key: str
+    dtype: str
+    arguments: tuple[Block, ...]
+    wrt: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    methods: dict[str, MethodRecord]
+    """The methods derived so far."""
+    deferred: tuple[str, ...]
+    """The methods derived when first called (from the module's SIGNATURE)."""
+    gradcomp: str
+    """The version that generated the module."""
