@@ -401,6 +401,8 @@ class Kernel:
         first large batch runs serially meanwhile, so a cold call pays for one
         driver, not both.
         """
+        if method.parallel_started:  # the compile is under way: no lock, so the call goes on at once
+            return
         with _FIRST_CALLS:
             if method.parallel_started:
                 return
@@ -408,11 +410,12 @@ class Kernel:
         types = tuple(method.parallel.typeof_pyval(arg) for arg in args)  # types only: no reference to the data
 
         def compile_parallel():
+            # not under _FIRST_CALLS, which would stall other methods' first calls meanwhile: Numba's own
+            # compiler lock serializes compiles, and a dispatcher compiles a signature it already has only once
             try:
-                with _FIRST_CALLS:
-                    started = time.perf_counter()
-                    method.parallel.compile(types)
-                    _note_threading_layer()
+                started = time.perf_counter()
+                method.parallel.compile(types)
+                _note_threading_layer()
                 log.info("%s: %s ready in %.2f s (in the background; Numba compiled it or loaded it from the "
                          "cache)", self.name or self.key[:12], method.parallel.__name__, time.perf_counter() - started)
             except Exception:  # the serial driver keeps serving every batch
