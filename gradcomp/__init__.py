@@ -8,11 +8,11 @@ __version__ = "0.1.0"
 
 from .errors import CacheError, CompileError  # noqa: E402
 
-__all__ = ["compile", "kernel", "load", "Kernel", "CompileError", "CacheError", "__version__"]
+__all__ = ["compile", "kernel", "derivative", "load", "Kernel", "CompileError", "CacheError", "__version__"]
 
 
 def __getattr__(name):
-    if name in ("compile", "kernel"):
+    if name in ("compile", "kernel", "derivative"):
         from . import compiler
         return getattr(compiler, name)
     if name == "load":

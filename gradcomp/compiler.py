@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 
 import sympy as sp
 
-from .cache import current_versions, open_cache
+from .cache import check_name, current_versions, open_cache
 from .codegen import generate
-from .derive import BASE_METHODS, derive
+from .derive import BASE_METHODS, derivative_signature, derive
 from .errors import CompileError
 from .runtime import Kernel, source_key
 from .spec import Signature, load_signature, make_signature
@@ -38,15 +38,21 @@ def compile(outputs, args: Sequence, *, wrt: Sequence[int] | None = None, name: 
     Raises ``gradcomp.CompileError`` naming what cannot be compiled.
     """
     started = time.perf_counter()
+    return _compile(lambda: make_signature(outputs, args, wrt, name, dtype, _arg_names), cache, started)
+
+
+def _compile(make: Callable[[], Signature], cache, started: float) -> Kernel:
+    """The kernel of the signature ``make()`` gives: from the cache, else derived, generated and stored."""
     try:
-        signature = make_signature(outputs, args, wrt, name, dtype, _arg_names)
+        signature = make()
         store = open_cache(cache)
         subject = subject_key(signature)
         key = kernel_key(subject)
         if store is None:
             module = _generate(signature, key, started)
             return Kernel(module.meta, module.source)
-        return store.get_or_build(key, lambda: _generate(signature, key, started), subject=subject, name=name)
+        return store.get_or_build(key, lambda: _generate(signature, key, started), subject=subject,
+                                  name=signature.name)
     except RecursionError:
         # gradcomp's own passes are iterative; SymPy's are recursive and give up first
         raise CompileError(
@@ -72,6 +78,22 @@ def extend(kernel: Kernel, methods: list[str]) -> Kernel:
     with store.entry_lock(kernel.key):
         module = _generate(signature, kernel.key, started, methods)
         return store.store(module.source, source_key(module.source), module.meta, subject_key(signature))
+
+
+def derivative(kernel: Kernel, kind: str = "grad", *, name: str | None = None, cache=None) -> Kernel:
+    """A kernel computing ``kernel``'s gradient ("grad"), VJP ("vjp", takes a cotangent v) or JVP ("jvp",
+    takes a tangent t), derived from its DAG; every method of the new kernel composes (the Jacobian of a
+    grad kernel is the Hessian, its jvp the Hessian-vector product).  Cached and named like any kernel:
+    ``name`` defaults to ``<kernel name>.<kind>``, ``cache`` to the kernel's own cache."""
+    started = time.perf_counter()
+    if name is not None:
+        check_name(name)
+    elif kernel.name is not None:
+        name = f"{kernel.name}.{kind}"
+    if cache is None:
+        cache = kernel._cache_root if kernel._cache_root is not None else False
+    signature = load_signature(kernel._import().SIGNATURE)
+    return _compile(lambda: derivative_signature(signature, kind, name), cache, started)
 
 
 def _generate(signature: Signature, key: str, started: float, methods=BASE_METHODS):

@@ -24,7 +24,7 @@ from sympy.matrices.expressions.matexpr import MatrixElement
 
 from .errors import CompileError
 from .functions import BINARY, RULES, rule_for
-from .spec import Signature
+from .spec import Argument, Signature
 
 # Beyond these sizes SymPy's cse is skipped: its opt_cse pass grows quadratically (3.4 s of 11 s on
 # lj24) and hash-consing alone still shares every repeated subtree.
@@ -631,3 +631,56 @@ def _sparse_jacobian(graph: Graph, outputs, wrt_blocks, active):
         layout.append([indptr, indices])
         start = end
     return blocks, (), layout
+
+
+# -- derivative kernels: a derivative program as the outputs of a new signature ---------------------------
+
+DERIVATIVES = {"grad": "vjp", "vjp": "vjp", "jvp": "jvp"}
+"""Derivative kernel kind -> the program whose outputs it computes."""
+
+
+def derivative_signature(signature: Signature, kind: str, name: str | None) -> Signature:
+    """The signature of a kernel computing the ``kind`` ("grad", "vjp" or "jvp") of ``signature``'s function.
+
+    Its outputs are the derivative program's DAG rebuilt as SymPy expressions
+    (shared nodes stay shared), never a differentiation of the user's tree;
+    compiling it again gives second derivatives that compose (the Jacobian of
+    a gradient kernel is the Hessian).  Arguments: the function's own, then
+    for "vjp" the cotangent ``v`` and for "jvp" the tangent ``t`` (named so that
+    they differ from every user symbol).  wrt: the function's wrt and the new
+    argument.  grad and vjp need one wrt argument (their output is its shape).
+    """
+    if kind not in DERIVATIVES:
+        raise CompileError(f"kind={kind!r} is not a derivative kernel; use one of {sorted(DERIVATIVES)}.")
+    if kind == "grad" and signature.out_shape != ():
+        raise CompileError(f"a grad kernel needs a scalar output; {signature} has output shape "
+                           f"{signature.out_shape}. Use the vjp kernel, which takes a cotangent v.")
+    if kind in ("grad", "vjp") and len(signature.wrt) != 1:
+        raise CompileError(f"a {kind} kernel returns one array, so it needs one wrt argument; {signature} has "
+                           f"{len(signature.wrt)}. Compile with wrt=[index] for the argument to differentiate.")
+    program = derive(signature, [DERIVATIVES[kind]]).programs[DERIVATIVES[kind]]
+    taken = {str(leaf) for argument in signature.arguments for leaf in argument.leaves}
+    user_blocks = program.inputs[:len(signature.arguments)]
+    values = {var: leaf for argument, block in zip(signature.arguments, user_blocks)
+              for leaf, var in zip(argument.leaves, block.operands)}
+    extra = []
+    for block in program.inputs[len(signature.arguments):]:  # the cotangent or tangent: new symbols
+        prefix = _unused(block.name, taken)
+        leaves = tuple(sp.Symbol(_unused(f"{prefix}{k}", taken)) for k in range(len(block.operands)))
+        values.update({var: (sp.S.One if kind == "grad" else leaf) for var, leaf in zip(block.operands, leaves)})
+        extra.append(Argument(prefix, block.shape, leaves))
+    for assignment in program.assignments:
+        values[assignment.target] = assignment.value.xreplace(values)
+    outputs = tuple(values.get(o, o) if isinstance(o, sp.Symbol) else o for b in program.outputs for o in b.operands)
+    out_shape = program.outputs[0].shape if len(program.outputs) == 1 else (len(outputs),)
+    arguments = signature.arguments + (() if kind == "grad" else tuple(extra))
+    wrt = signature.wrt + (() if kind == "grad" else (len(signature.arguments),))
+    return Signature(name, arguments, out_shape, outputs, wrt, signature.dtype)
+
+
+def _unused(name: str, taken: set) -> str:
+    """``name``, with underscores added until no user symbol has it."""
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name

@@ -83,7 +83,7 @@ def _argument(item, index, arg_names) -> Argument:
     if isinstance(item, sp.Symbol):
         return Argument(name or item.name, (), (item,))
     if isinstance(item, sp.MatrixBase):
-        shape, flat = tuple(item.shape), list(item)
+        shape, flat = tuple(int(n) for n in item.shape), list(item)
     elif isinstance(item, NDimArray):
         shape, flat = tuple(item.shape), _flatten_nested(item.tolist(), f"argument {index}")[1]
     elif isinstance(item, (list, tuple)):
@@ -115,7 +115,7 @@ def _outputs(outputs) -> tuple[tuple[int, ...], tuple]:
     if isinstance(outputs, sp.MatrixExpr) and not isinstance(outputs, sp.MatrixBase):
         outputs = outputs.as_explicit()
     if isinstance(outputs, sp.MatrixBase):
-        shape, flat = tuple(outputs.shape), list(outputs)
+        shape, flat = tuple(int(n) for n in outputs.shape), list(outputs)
     elif isinstance(outputs, NDimArray):
         shape, flat = tuple(outputs.shape), _flatten_nested(outputs.tolist(), "outputs")[1]
     elif isinstance(outputs, (list, tuple)):
