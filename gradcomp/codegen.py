@@ -6,7 +6,8 @@ Per method the module holds
 - the *instructions*: the same operations as text over numbered values, from
   which ``gradcomp.ir`` builds the core as LLVM IR when Numba compiles a driver
   (no Python front end per statement, so size costs little compile time);
-- three Numba drivers: a point function, a plain loop and a ``prange`` loop.
+- three Numba drivers: a point function, a plain loop and a ``prange`` loop,
+  which release the GIL (other threads run meanwhile, a background compile too).
 The drivers' Python uses only names of its own (``in0``, ``step0``, ``out0``):
 no user symbol name ever appears in code, so none can clash with it.
 Every array the drivers see is C-contiguous with one row per point; an
@@ -502,7 +503,7 @@ def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str,
               "", ""]
     out_sizes = [prod(b.shape) for b in program.outputs]
     lines += [
-        '@njit(cache=CACHE, error_model="numpy")',
+        '@njit(cache=CACHE, error_model="numpy", nogil=True)',
         f"def {m}_{point}({', '.join(ins)}):",
         '    """One point given inputs of exactly their core shapes: returns the result rows."""']
     lines += [f"    {o} = np.empty((1, {size}), np.{dtype})" for o, size in zip(outs, out_sizes)]
@@ -510,13 +511,13 @@ def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str,
               f"    return ({''.join(f'{o}[0], ' for o in outs)})",
               "",
               "",
-              '@njit(cache=CACHE, error_model="numpy")',
+              '@njit(cache=CACHE, error_model="numpy", nogil=True)',
               f"def {m}_{serial}(n, {params}):",
               "    for i in range(n):",
               f"        {m}_core(i, {call_ins}, ({', '.join(steps)},), {call_outs})",
               "",
               "",
-              '@njit(cache=CACHE, error_model="numpy", parallel=True)',
+              '@njit(cache=CACHE, error_model="numpy", nogil=True, parallel=True)',
               f"def {m}_{parallel}(n, {params}):",
               "    for i in prange(n):",
               f"        {m}_core(i, {call_ins}, ({', '.join(steps)},), {call_outs})",
