@@ -132,6 +132,10 @@ def _function(context, module, name, program, numba_type):
     for argument in function.args:
         argument.add_attribute("noalias")
     builder = ir.IRBuilder(function.append_basic_block("entry"))
+    # An empty asm statement: no instruction, but LLVM's loop vectorizer leaves a loop that calls it alone.
+    # Auto-vectorized over points, the array-of-structs rows ran seed's serial VJP at 565 Mpts/s, scalar at
+    # 1096 (vectorization across points is to be explicit, in struct-of-arrays blocks).
+    builder.asm(ir.FunctionType(ir.VoidType(), []), "", "", [], side_effect=True)
     _Emitter(context, builder, function.args, len(program.input_sizes), numba_type, value_type).run(program.lines)
     builder.ret_void()
     return function
