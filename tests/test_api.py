@@ -243,3 +243,17 @@ def test_wrt_accepts_numpy_and_sympy_integers():
     for index in (np.int64(1), np.int32(1), sp.Integer(1), [np.int64(-1)]):
         k = gc.compile(x**2 * y**3, [x, y], wrt=index, cache=False)
         assert k.wrt == (1,) and k.grad(2.0, 1.0) == 12.0
+
+
+def test_grad_of_one_point_goes_straight_to_the_compiled_point_function(monkeypatch):
+    x = sp.symbols("x0:3")
+    kernel = gc.compile(sum(s**2 for s in x), [list(x)], cache=False)
+    point = np.array([1.0, 2.0, 3.0])
+    kernel.grad(point)  # the first call compiles the point function
+
+    def general_path(*args):
+        raise AssertionError("a single point took the general path")
+
+    monkeypatch.setattr(kernel, "_run_general", general_path)
+    np.testing.assert_array_equal(kernel.grad(point), [2.0, 4.0, 6.0])
+    assert kernel.value_and_grad(point)[0] == 14.0
