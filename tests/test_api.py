@@ -249,7 +249,7 @@ def test_grad_of_one_point_goes_straight_to_the_compiled_point_function(monkeypa
     x = sp.symbols("x0:3")
     kernel = gc.compile(sum(s**2 for s in x), [list(x)], cache=False)
     point = np.array([1.0, 2.0, 3.0])
-    kernel.grad(point)  # the first call compiles the point function
+    kernel.grad(point), kernel.value_and_grad(point)  # first calls compile the point functions
 
     def general_path(*args):
         raise AssertionError("a single point took the general path")
