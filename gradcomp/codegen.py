@@ -16,6 +16,7 @@ argument shared by the whole batch has one row and a step of 0.
 
 from __future__ import annotations
 
+import math
 import re
 from math import prod
 from typing import NamedTuple
@@ -377,6 +378,11 @@ class Emitter:
             zero = self.constant(0)
             inner = self.emit("select", self.emit("lt", x, zero), self.constant(-1), x)
             return self.emit("select", self.emit("gt", x, zero), self.constant(1), inner, name=name)
+        if op == "arg":  # of a real number: 0 or pi; NaN gives NaN
+            (x,) = args
+            zero = self.constant(0)
+            angle = self.emit("select", self.emit("lt", x, zero), self.constant(math.pi), zero)
+            return self.emit("select", self.emit("ne", x, x), x, angle, name=name)
         if op == "heaviside":
             x, at_zero = args
             zero = self.constant(0)

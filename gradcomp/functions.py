@@ -29,7 +29,7 @@ class Rule(NamedTuple):
     arity: int = 1
     ir: str = ""
     """How the core computes it (``gradcomp.ir``): ``call <math function>``, another instruction,
-    or one of codegen's compositions (``max``, ``min``, ``sign``, ``heaviside``, ``identity``, ``zero``);
+    or one of codegen's compositions (``max``, ``min``, ``sign``, ``heaviside``, ``arg``, ``identity``, ``zero``);
     empty: ``call`` of the function's own name."""
 
 
@@ -120,6 +120,8 @@ RULES: dict[type, Rule] = {
     # SymPy rewrites e.g. Abs(exp(x)) as exp(re(x)) for symbols not declared real; arguments are real
     sp.re: Rule("{0}", _identity_partials, SMOOTH_DOMAIN, "real", ir="identity"),
     sp.im: Rule("{zero}", _zero, SMOOTH_DOMAIN, None, ir="zero"),
+    sp.arg: Rule("({0} if {0} != {0} else (math.pi if {0} < {zero} else {zero}))", _zero, SMOOTH_DOMAIN, "angle",
+                 ir="arg"),
     sp.polygamma: Rule("polygamma({0}, {1})", None, (0.5, 4.0), None, 2, ir="polygamma"),
 }
 """SymPy function class -> Rule. ``Add``, ``Mul``, ``Pow``, ``Piecewise`` and

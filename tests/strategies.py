@@ -242,6 +242,8 @@ def torch_eval(expr, env: dict):
             result = functools.reduce(torch.logical_or, map(walk, e.args))
         elif isinstance(e, sp.Not):
             result = torch.logical_not(walk(e.args[0]))
+        elif isinstance(e, sp.im):  # of a real argument: 0 (torch.imag refuses real tensors)
+            result = torch.zeros_like(walk(e.args[0]))
         elif type(e) in RULES and RULES[type(e)].torch is not None:
             function = getattr(torch, RULES[type(e)].torch)
             operands = [walk(a) for a in e.args]
