@@ -42,8 +42,6 @@ SQUARING_MAX_EXPONENT = 64
 """Integer powers up to this are products (by squaring beyond the 4th); higher ones call pow, whose
 result is correctly rounded where n squarings would lose about n ulps."""
 
-_RELATIONS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
-
 
 class Module(NamedTuple):
     """Generated source and what it holds."""
@@ -87,7 +85,7 @@ class Printer:
         if expr.is_Pow:
             return self._print_Pow(expr)
         if isinstance(expr, sp.core.relational.Relational):
-            return f"{self(expr.lhs)} {_RELATIONS[expr.rel_op]} {self(expr.rhs)}"
+            return f"{self(expr.lhs)} {expr.rel_op} {self(expr.rhs)}"
         return self._print_function(expr)
 
     def _atom(self, expr) -> str:
