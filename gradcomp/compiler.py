@@ -21,7 +21,7 @@ from .codegen import generate
 from .derive import BASE_METHODS, derivative_signature, derive
 from .errors import CompileError
 from .runtime import Kernel, source_key
-from .spec import Signature, load_signature, make_signature
+from .spec import Signature, load_signature, make_signature, postorder
 
 log = logging.getLogger("gradcomp")
 
@@ -69,7 +69,7 @@ def extend(kernel: Kernel, methods: list[str]) -> Kernel:
     a later process finds every method derived so far.
     """
     started = time.perf_counter()
-    signature = load_signature(kernel._import().SIGNATURE)
+    signature = _recorded_signature(kernel)
     methods = [*kernel.methods, *methods]
     store = open_cache(kernel._cache_root) if kernel._cache_root else None
     if store is None:
@@ -92,8 +92,13 @@ def derivative(kernel: Kernel, kind: str = "grad", *, name: str | None = None, c
         name = f"{kernel.name}.{kind}"
     if cache is None:
         cache = kernel._cache_root if kernel._cache_root is not None else False
-    signature = load_signature(kernel._import().SIGNATURE)
+    signature = _recorded_signature(kernel)
     return _compile(lambda: derivative_signature(signature, kind, name), cache, started)
+
+
+def _recorded_signature(kernel: Kernel) -> Signature:
+    """What ``kernel`` computes, as its generated module records it (no user code needed)."""
+    return load_signature(kernel._import().SIGNATURE)
 
 
 def _generate(signature: Signature, key: str, started: float, methods=BASE_METHODS):
@@ -175,15 +180,7 @@ def kernel_key(subject: str) -> str:
 def _dag_lines(roots):
     """The expression DAG as numbered lines, children first; linear in DAG size (srepr is tree size)."""
     number: dict = {}
-    stack = [(r, False) for r in reversed(roots)]
-    while stack:
-        expr, expanded = stack.pop()
-        if expr in number:
-            continue
-        if expr.args and not expanded:
-            stack.append((expr, True))
-            stack.extend((a, False) for a in reversed(expr.args) if a not in number)
-            continue
+    for expr in postorder(roots):
         number[expr] = len(number)
         body = ",".join(str(number[a]) for a in expr.args) if expr.args else sp.srepr(expr)
         yield f"{type(expr).__name__}({body})"

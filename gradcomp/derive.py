@@ -24,7 +24,7 @@ from sympy.matrices.expressions.matexpr import MatrixElement
 
 from .errors import CompileError
 from .functions import BINARY, RULES, rule_for
-from .spec import Argument, Signature
+from .spec import Argument, Signature, postorder
 
 # Beyond these sizes SymPy's cse is skipped: its opt_cse pass grows quadratically (3.4 s of 11 s on
 # lj24) and hash-consing alone still shares every repeated subtree.
@@ -421,15 +421,7 @@ def _partial(value, operand, target):
 def _dag_size(roots) -> tuple[int, int]:
     """(distinct nodes, depth) of an expression DAG, without recursion."""
     depth: dict = {}
-    stack = [(r, False) for r in roots]
-    while stack:
-        expr, expanded = stack.pop()
-        if expr in depth:
-            continue
-        if not expanded:
-            stack.append((expr, True))
-            stack.extend((a, False) for a in expr.args if a not in depth)
-            continue
+    for expr in postorder(roots):
         depth[expr] = 1 + max((depth[a] for a in expr.args), default=0)
     return len(depth), max((depth[r] for r in roots), default=0)
 

@@ -48,7 +48,6 @@ CALLS = {
 }
 """Functions an instruction may call, lowered by Numba's implementation for the argument types."""
 
-_ORDERED = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "=="}
 _TYPES = {"float64": numba_types.float64, "float32": numba_types.float32}
 
 

@@ -176,23 +176,35 @@ def _wrt(wrt, arguments) -> tuple[int, ...]:
 
 # -- the signature as text: a kernel carries it, so that methods derived later need no user code ---------
 
+def postorder(roots, atomic=lambda expr: not expr.args):
+    """Each distinct node of an expression DAG once, children first, left to right; iterative, so any
+    depth, and linear in the DAG's size (a tree walk is the tree's size).  ``atomic`` nodes are not
+    descended into."""
+    seen: set = set()
+    stack = [(r, False) for r in reversed(roots)]
+    while stack:
+        expr, expanded = stack.pop()
+        if expr in seen:
+            continue
+        if not expanded and not atomic(expr):
+            stack.append((expr, True))
+            stack.extend((a, False) for a in reversed(expr.args) if a not in seen)
+            continue
+        seen.add(expr)
+        yield expr
+
+
 def dump_signature(signature: Signature) -> str:
-    """The signature as JSON; outputs as their DAG, children first (iterative: any depth, shared once)."""
+    """The signature as JSON; outputs as their DAG, children first, each node once."""
+    def atomic(expr):
+        return not expr.args or isinstance(expr, MatrixElement)
+
     number: dict = {}
     nodes: list = []
     classes: dict[type, int] = {}
-    stack = [(r, False) for r in reversed(signature.outputs)]
-    while stack:
-        expr, expanded = stack.pop()
-        if expr in number:
-            continue
-        atomic = not expr.args or isinstance(expr, MatrixElement)
-        if not atomic and not expanded:
-            stack.append((expr, True))
-            stack.extend((a, False) for a in reversed(expr.args) if a not in number)
-            continue
+    for expr in postorder(signature.outputs, atomic):
         number[expr] = len(nodes)
-        if atomic:
+        if atomic(expr):
             nodes.append(sp.srepr(expr))
         else:
             cls = classes.setdefault(type(expr), len(classes))
