@@ -6,8 +6,10 @@ Per method the module holds
 - the *instructions*: the same operations as text over numbered values, from
   which ``gradcomp.ir`` builds the core as LLVM IR when Numba compiles a driver
   (no Python front end per statement, so size costs little compile time);
-- three Numba drivers: a point function, a plain loop and a ``prange`` loop,
-  which release the GIL (other threads run meanwhile, a background compile too).
+- three Numba drivers: a point function (the scalar core), a plain loop and a
+  ``prange`` loop over blocks of ``LANES`` points (the core on SIMD vectors, one
+  point per lane), which release the GIL (other threads run meanwhile, a
+  background compile too).
 The drivers' Python uses only names of its own (``in0``, ``step0``, ``out0``):
 no user symbol name ever appears in code, so none can clash with it.
 Every array the drivers see is C-contiguous with one row per point; an
@@ -468,11 +470,14 @@ def _header(signature, meta) -> str:
         "import numpy as np",
         "from numba import njit, prange",
         "",
-        "from gradcomp.ir import core",
+        "from gradcomp.ir import block, core, lanes",
         "from gradcomp.record import KernelRecord, MethodRecord",
         "",
         "# Numba caches machine code only for functions of a module that lives in a file.",
         'CACHE = "__file__" in globals()',
+        "",
+        "# Points the batch drivers compute at once, in the lanes of this CPU's vector registers.",
+        f'LANES = lanes("{signature.dtype}")',
         "",
         f"META = {meta!r}",
         "",
@@ -504,7 +509,7 @@ def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str,
     lines = [f"# ---- {m} " + "-" * (70 - len(m)), "#", f"# listing of {m}: one point, {ops} operations", "#"]
     lines += reads + [f"#   {line}" for line in body] + writes
     lines += ["", "", f'{m}_CODE = """{instructions(program)}"""', f'{m}_core = core("{m}", {m}_CODE, "{dtype}")',
-              "", ""]
+              f'{m}_block = block("{m}", {m}_CODE, "{dtype}", LANES)', "", ""]
     out_sizes = [prod(b.shape) for b in program.outputs]
     lines += [
         '@njit(cache=CACHE, error_model="numpy", nogil=True)',
@@ -517,13 +522,13 @@ def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str,
               "",
               '@njit(cache=CACHE, error_model="numpy", nogil=True)',
               f"def {m}_{serial}(n, {params}):",
-              "    for i in range(n):",
-              f"        {m}_core(i, {call_ins}, ({', '.join(steps)},), {call_outs})",
+              "    for b in range((n + LANES - 1) // LANES):",
+              f"        {m}_block(b * LANES, n, {call_ins}, ({', '.join(steps)},), {call_outs})",
               "",
               "",
               '@njit(cache=CACHE, error_model="numpy", nogil=True, parallel=True)',
               f"def {m}_{parallel}(n, {params}):",
-              "    for i in prange(n):",
-              f"        {m}_core(i, {call_ins}, ({', '.join(steps)},), {call_outs})",
+              "    for b in prange((n + LANES - 1) // LANES):",
+              f"        {m}_block(b * LANES, n, {call_ins}, ({', '.join(steps)},), {call_outs})",
               ""]
     return "\n".join(lines), len(program.assignments), ops

@@ -21,7 +21,8 @@ CALLS = ("vjp", "value_and_vjp", "jvp", "jacobian", "grad", "value_and_grad", "h
 """Module-level functions of the export besides ``kernel`` itself (``kernel(*xs)`` is the forward value)."""
 
 _OMITTED_FUNCTIONS = {"import_module"}  # replaced: the export's drivers live in the export itself
-_INLINED = {"from gradcomp.ir import core\n": ir, "from gradcomp.record import KernelRecord, MethodRecord\n": record}
+_INLINED = {"from gradcomp.ir import block, core, lanes\n": ir,
+            "from gradcomp.record import KernelRecord, MethodRecord\n": record}
 """The generated module's imports of gradcomp -> the modules whose source the export puts in their place."""
 
 

@@ -1,0 +1,618 @@
+"""gradcomp's vector math library: transcendental functions built as LLVM IR for scalars and SIMD vectors.
+
+A libm call is scalar, so a core computing W points at once in ``<W x double>`` would otherwise
+extract each lane, call libm and insert the result back.  ``emit(builder, name, args)`` builds
+instead one function per (name, type) in the builder's module, written once for every type
+(``double``, ``float``, ``<W x double>``, ``<W x float>``) so that a core's scalar and vector paths
+give bit-identical results:
+
+* a branch-free fast path for the common range, evaluated on every lane: Cody-Waite range
+  reduction with ``llvm.fma`` and a minimax polynomial (coefficients below, computed offline with
+  mpmath, Remez exchange on the relative error of the polynomial, rounded to double);
+* a mask of the lanes outside that range (NaN, infinities, huge arguments of sin and cos,
+  overflow and subnormal ranges); only when a lane is set (one ``llvm.vector.reduce.or`` and a cold
+  branch) the scalar libm function (``double @sin(double)`` ...) is called for those lanes alone.
+
+``float`` and ``<W x float>`` are computed in double (``fpext``, the double function, ``fptrunc``):
+the double result is within about 1 ulp of double, so the float result is correctly rounded except
+for rare double-rounding ties (max error about 0.5 ulp of float).  No fast-math flags are used.
+
+This module imports only llvmlite and the standard library: ``gradcomp export`` copies its source.
+"""
+
+import math
+
+from llvmlite import ir
+
+__all__ = ["FUNCTIONS", "INLINE", "emit"]
+
+INLINE = True
+"""Mark the built functions ``alwaysinline`` (else they stay internal functions, called)."""
+
+_I1 = ir.IntType(1)
+_I64 = ir.IntType(64)
+_F64 = ir.DoubleType()
+_F32 = ir.FloatType()
+_WIDTHS = (2, 4, 8, 16)
+
+# ---------------------------------------------------------------------------------------------
+# Constants.  Splits of a constant into a head and tail: the head is the constant rounded to
+# double (or truncated to the bits stated), the tail the double nearest the rest.
+
+_LOG2E = 1.4426950408889634  # 1 / ln 2
+_LN2_HI = 0.6931471805599453  # ln 2 rounded to double
+_LN2_LO = 2.3190468138462996e-17  # ln 2 - _LN2_HI
+_LN2_HI32 = float.fromhex("0x1.62e42fee00000p-1")  # ln 2 truncated to 32 significant bits: k * it is exact
+_LN2_LO32 = 1.9082149292705877e-10  # ln 2 - _LN2_HI32
+_TWO_OVER_PI = 0.6366197723675814
+# pi / 2 = _PIO2_1 + _PIO2_2 + _PIO2_3: _PIO2_1 rounded to double, _PIO2_2 the next 37 bits (so n *
+# _PIO2_2 is exact for |n| < 2**16), _PIO2_3 the rest rounded to double.
+_PIO2_1 = float.fromhex("0x1.921fb54442d18p+0")
+_PIO2_2 = float.fromhex("0x1.1a62633140000p-54")
+_PIO2_3 = float.fromhex("0x1.701b839a25205p-92")
+_SIN_COS_FAST = 1e5  # |x| below: fast path (n = rint(2x/pi) < 2**16); above: libm
+
+# Polynomials, lowest degree first.  All: minimax (Remez exchange in mpmath at 50 digits, relative
+# error of the polynomial itself), coefficients rounded to double.
+
+# (e^r - 1 - r) / r^2 on r in [-ln2/2, ln2/2], degree 10; relative error 2^-58.3.
+_EXP = (0.5, 0.1666666666666667, 0.041666666666666616, 0.008333333333326167, 0.0013888888888917957,
+        0.00019841269874720828, 2.4801587245744652e-05, 2.7557255514208455e-06, 2.7557349617510797e-07,
+        2.5105173632449377e-08, 2.0889374530268566e-09)
+# (2 atanh(s) - 2 s) / s^3 as a polynomial in z = s^2 on z in [0, ((sqrt2-1)/(sqrt2+1))^2], degree 6;
+# relative error 2^-51 (2^-63 relative to log).
+_LOG = (0.666666666666667, 0.3999999999989918, 0.28571428626106155, 0.22222211115828489, 0.1818289036924309,
+        0.15331684003581109, 0.14616875727280979)
+# (sin x - x) / x^3 in z = x^2 on [0, (pi/4)^2], degree 5; relative error 2^-52.8 (2^-55.5 relative to sin).
+_SIN = (-0.16666666666666666, 0.008333333333330925, -0.0001984126983672781, 2.755731608860528e-06,
+        -2.5051129263464362e-08, 1.5917962019055116e-10)
+# (cos x - 1 + x^2/2) / x^4 in z = x^2 on [0, (pi/4)^2], degree 5; relative error 2^-54.8.
+_COS = (0.041666666666666664, -0.0013888888888887387, 2.4801587298753228e-05, -2.755731726607917e-07,
+        2.087614522221563e-09, -1.1382564621141094e-11)
+# (tanh x - x) / x^3 in z = x^2 on [0, 0.55^2], degree 10; relative error 2^-55.3.
+_TANH = (-0.3333333333333333, 0.13333333333332714, -0.05396825396743444, 0.021869488493684794,
+         -0.008863234398196612, 0.0035921103833924523, -0.0014556618653461058, 0.0005889362155215289,
+         -0.00023463519962814625, 8.511384891868641e-05, -2.060323541267837e-05)
+_TANH_POLY = 0.55  # |x| below: the polynomial; above: 1 - 2 / (e^2|x| + 1)
+# (sinh x - x) / x^3 in z = x^2 on [0, 1], degree 6; relative error 2^-58.8.
+_SINH = (0.16666666666666666, 0.0083333333333333, 0.00019841269841323517, 2.7557319191673267e-06,
+         2.5052117639613202e-08, 1.6057684633952952e-10, 7.746011419054016e-13)
+
+# (x - atan x) / x^3 in z = x^2 on [0, (7/16)^2], degree 10; relative error 2^-51.6 (2^-55 relative to atan).
+_ATAN = (0.33333333333333326, -0.19999999999988038, 0.142857142831948, -0.11111110903626306, 0.09090900299075891,
+         -0.07692089357932967, 0.06663263054772706, -0.05847898650881096, 0.05034712661625636,
+         -0.03784409243329052, 0.01756690561431005)
+# (asin x - x) / x^3 in z = x^2 on [0, 1/4], degree 12; relative error 2^-53.6.
+_ASIN = (0.16666666666666669, 0.07499999999998336, 0.04464285714654184, 0.030381944124503315,
+         0.02237217348692974, 0.017352380249442568, 0.0139713938252075, 0.011477452130581546,
+         0.010333787950028246, 0.005411426542548732, 0.017523542206622045, -0.015039399800504115,
+         0.02888322593936446)
+# atan(c) = head + tail (head rounded to double) for c = 0, 1/2, 1, 3/2, inf (fdlibm's atan reduction)
+_ATAN_HI = (0.0, 0.4636476090008061, 0.7853981633974483, 0.982793723247329, 1.5707963267948966)
+_ATAN_LO = (0.0, 2.2698777452961687e-17, 3.061616997868383e-17, 1.3903311031230998e-17, 6.123233995736766e-17)
+_PI_MINUS_ATAN_HI = (3.141592653589793, 2.677945044588987, 2.356194490192345, 2.158798930342464,
+                     1.5707963267948966)  # pi - atan(c) = head + tail, c as above
+_PI_MINUS_ATAN_LO = (1.2246467991473532e-16, 1.5527705369303147e-16, 9.184850993605148e-17,
+                     2.1958367134601997e-16, 6.123233995736766e-17)
+_PIO2_HI, _PIO2_LO = 1.5707963267948966, 6.123233995736766e-17
+_PI_HI, _PI_LO = 3.141592653589793, 1.2246467991473532e-16
+
+_EXP_FAST = 708.0  # |x| below: exp(x) and 2^k normal
+_HYPERBOLIC_FAST = 710.4758600739439  # |x| below: sinh, cosh finite (above: libm, inf), 2^(k-2) normal
+
+
+class _Lanes:
+    """IR helpers for one double type, scalar or vector: constants splat, intrinsics by type."""
+
+    def __init__(self, builder: ir.IRBuilder, ftype: ir.Type):
+        self.b = builder
+        self.module = builder.module
+        self.ftype = ftype
+        self.width = ftype.count if isinstance(ftype, ir.VectorType) else 0
+        self.itype = ir.VectorType(_I64, self.width) if self.width else _I64
+        self.mtype = ir.VectorType(_I1, self.width) if self.width else _I1
+        self.suffix = f"v{self.width}f64" if self.width else "f64"
+
+    # constants
+    def f(self, value: float) -> ir.Constant:
+        if self.width:
+            return ir.Constant(self.ftype, [float(value)] * self.width)
+        return ir.Constant(_F64, float(value))
+
+    def i(self, value: int) -> ir.Constant:
+        if self.width:
+            return ir.Constant(self.itype, [value] * self.width)
+        return ir.Constant(_I64, value)
+
+    def _intrinsic(self, name, n_args):
+        full = f"llvm.{name}.{self.suffix}"
+        try:
+            return self.module.get_global(full)
+        except KeyError:
+            return ir.Function(self.module, ir.FunctionType(self.ftype, [self.ftype] * n_args), full)
+
+    # floating point
+    def add(self, a, b):
+        return self.b.fadd(a, b)
+
+    def sub(self, a, b):
+        return self.b.fsub(a, b)
+
+    def mul(self, a, b):
+        return self.b.fmul(a, b)
+
+    def div(self, a, b):
+        return self.b.fdiv(a, b)
+
+    def fma(self, a, b, c):
+        return self.b.call(self._intrinsic("fma", 3), [a, b, c])
+
+    def abs(self, a):
+        return self.b.call(self._intrinsic("fabs", 1), [a])
+
+    def rint(self, a):
+        return self.b.call(self._intrinsic("rint", 1), [a])
+
+    def copysign(self, magnitude, sign):
+        return self.b.call(self._intrinsic("copysign", 2), [magnitude, sign])
+
+    def horner(self, coefficients, x):
+        u = self.f(coefficients[-1])
+        for c in reversed(coefficients[:-1]):
+            u = self.fma(u, x, self.f(c))
+        return u
+
+    def fast_two_sum(self, a, b):
+        """(s, e) with s = fl(a + b) and s + e = a + b exactly, for |a| >= |b| (Dekker)."""
+        s = self.add(a, b)
+        return s, self.sub(b, self.sub(s, a))
+
+    def two_sum(self, a, b):
+        """(s, e) with s = fl(a + b) and s + e = a + b exactly (Knuth)."""
+        s = self.add(a, b)
+        bb = self.sub(s, a)
+        return s, self.add(self.sub(a, self.sub(s, bb)), self.sub(b, bb))
+
+    # comparisons (ordered: false on NaN; unordered: true on NaN)
+    def lt(self, a, b):
+        return self.b.fcmp_ordered("<", a, b)
+
+    def gt(self, a, b):
+        return self.b.fcmp_ordered(">", a, b)
+
+    def uge(self, a, b):
+        return self.b.fcmp_unordered(">=", a, b)
+
+    def ule(self, a, b):
+        return self.b.fcmp_unordered("<=", a, b)
+
+    def ult(self, a, b):
+        return self.b.fcmp_unordered("<", a, b)
+
+    def isnan(self, a):
+        return self.b.fcmp_unordered("uno", a, a)
+
+    def select(self, mask, a, b):
+        return self.b.select(mask, a, b)
+
+    # integers and bits
+    def bits(self, a):
+        return self.b.bitcast(a, self.itype)
+
+    def from_bits(self, a):
+        return self.b.bitcast(a, self.ftype)
+
+    def to_int(self, a):
+        return self.b.fptosi(a, self.itype)
+
+    def to_float(self, a):
+        return self.b.sitofp(a, self.ftype)
+
+    def pow2(self, k):
+        """2.0**k for integer lanes k in [-1022, 1023]."""
+        return self.from_bits(self.b.shl(self.b.add(k, self.i(1023)), self.i(52)))
+
+    # the libm fallback
+    def libm(self, fast, mask, cname, args):
+        """``fast`` with the lanes of ``mask`` replaced by libm ``cname(*args)``, called for those lanes only."""
+        b = self.b
+        scalar_type = ir.FunctionType(_F64, [_F64] * len(args))
+        try:
+            function = self.module.get_global(cname)
+        except KeyError:
+            function = ir.Function(self.module, scalar_type, cname)
+        if not self.width:
+            entry = b.block
+            cold = b.append_basic_block(f"{cname}.libm")
+            done = b.append_basic_block(f"{cname}.done")
+            b.cbranch(mask, cold, done).set_weights([1, 1000])
+            b.position_at_end(cold)
+            value = b.call(function, list(args))
+            b.branch(done)
+            b.position_at_end(done)
+            phi = b.phi(self.ftype)
+            phi.add_incoming(fast, entry)
+            phi.add_incoming(value, cold)
+            return phi
+        reduce_name = f"llvm.vector.reduce.or.v{self.width}i1"
+        try:
+            reduce_or = self.module.get_global(reduce_name)
+        except KeyError:
+            reduce_or = ir.Function(self.module, ir.FunctionType(_I1, [self.mtype]), reduce_name)
+        entry = b.block
+        cold = b.append_basic_block(f"{cname}.libm")
+        done = b.append_basic_block(f"{cname}.done")
+        b.cbranch(b.call(reduce_or, [mask]), cold, done).set_weights([1, 1000])
+        b.position_at_end(cold)
+        value = fast
+        for lane in range(self.width):
+            index = ir.Constant(ir.IntType(32), lane)
+            call_block = b.append_basic_block(f"{cname}.lane{lane}")
+            next_block = b.append_basic_block(f"{cname}.next{lane}")
+            before = b.block
+            b.cbranch(b.extract_element(mask, index), call_block, next_block)
+            b.position_at_end(call_block)
+            result = b.call(function, [b.extract_element(a, index) for a in args])
+            updated = b.insert_element(value, result, index)
+            b.branch(next_block)
+            b.position_at_end(next_block)
+            phi = b.phi(self.ftype)
+            phi.add_incoming(value, before)
+            phi.add_incoming(updated, call_block)
+            value = phi
+        last = b.block
+        b.branch(done)
+        b.position_at_end(done)
+        phi = b.phi(self.ftype)
+        phi.add_incoming(fast, entry)
+        phi.add_incoming(value, last)
+        return phi
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels: double in, double out, on the lanes' fast range (callers mask the rest).
+
+def _exp_reduced(L: _Lanes, x):
+    """(k, r, lo): e^x = 2^k (1 + r + lo) to about 2^-62 relative, |r| <= ln2/2, |lo| < 0.073.
+
+    For finite |x| < 709.1 (k <= 1023)."""
+    kf = L.rint(L.mul(x, L.f(_LOG2E)))
+    r_hi = L.fma(kf, L.f(-_LN2_HI), x)  # exact: both terms are multiples of ulp(r_hi) (Cody-Waite with fma)
+    r = L.fma(kf, L.f(-_LN2_LO), r_hi)
+    r_lo = L.fma(kf, L.f(-_LN2_LO), L.sub(r_hi, r))  # r + r_lo = x - k ln2 to 2^-106
+    # e^(r + r_lo) = 1 + r + r^2 Q(r) + r_lo (1 + r)
+    lo = L.fma(L.mul(r, r), L.horner(_EXP, r), L.fma(r_lo, r, r_lo))
+    return L.to_int(kf), r, lo
+
+
+def _exp_core(L: _Lanes, x):
+    k, r, lo = _exp_reduced(L, x)
+    return L.mul(L.add(L.add(r, lo), L.f(1.0)), L.pow2(k))
+
+
+def _exp_hyperbolic(L: _Lanes, a, sign):
+    """(e^a + sign e^-a) / 2 for 0 <= a < 710.5, to about 1 ulp."""
+    b = L.b
+    k, r, lo = _exp_reduced(L, a)
+    m, m_lo = L.fast_two_sum(r, lo)
+    h = L.pow2(b.sub(k, L.i(2)))  # e^a = 4 h (s1 + d), |d| <= ulp(s1)
+    s1, e1 = L.two_sum(L.f(1.0), m)
+    d = L.add(e1, m_lo)
+    # 1 / (s1 + d) to about 0.5 ulp, then e^-a / 2 = 2^(-k-1) / (s1 + d) (negligible for k > 60)
+    inv0 = L.div(L.f(1.0), s1)
+    inv = L.fma(inv0, L.fma(L.b.fneg(inv0), d, L.fma(L.b.fneg(inv0), s1, L.f(1.0))), inv0)
+    k_small = b.select(b.icmp_signed(">", k, L.i(60)), L.i(60), k)
+    c = L.mul(L.mul(inv, L.f(0.25)), L.pow2(b.sub(L.i(0), k_small)))  # c = e^-a / 4
+    return L.mul(L.f(2.0), L.fma(h, s1, L.fma(h, d, L.mul(L.f(sign), c))))
+
+
+def _log_parts(L: _Lanes, u):
+    """(kf, f, hfsq, s, R): u = 2^k (1 + f), sqrt(2)/2 <= 1 + f < sqrt(2), for normal positive u."""
+    b = L.b
+    ix = b.add(L.bits(u), L.i(0x3FF0000000000000 - 0x3FE6A09E667F3BCD))
+    k = b.sub(b.ashr(ix, L.i(52)), L.i(1023))
+    m = L.from_bits(b.add(b.and_(ix, L.i(0x000FFFFFFFFFFFFF)), L.i(0x3FE6A09E667F3BCD)))
+    f = L.sub(m, L.f(1.0))
+    s = L.div(f, L.add(f, L.f(2.0)))
+    z = L.mul(s, s)
+    big_r = L.mul(z, L.horner(_LOG, z))
+    hfsq = L.mul(L.f(0.5), L.mul(f, f))
+    return L.to_float(k), f, hfsq, s, big_r
+
+
+def _log_combine(L: _Lanes, kf, f, hfsq, s, big_r, correction=None):
+    """k ln2 + log(1 + f) (+ correction), fdlibm's ordering of the terms."""
+    low = L.fma(s, L.add(hfsq, big_r), L.mul(kf, L.f(_LN2_LO32)))
+    if correction is not None:
+        low = L.add(low, correction)
+    return L.sub(L.mul(kf, L.f(_LN2_HI32)), L.sub(L.sub(hfsq, low), f))
+
+
+def _sincos_reduced(L: _Lanes, x):
+    """(n, (s, ds), (c, dc)): x = n pi/2 + r, |r| <= pi/4, sin r = s + ds, cos r = c + dc unevaluated.
+
+    For |x| < _SIN_COS_FAST."""
+    kf = L.rint(L.mul(x, L.f(_TWO_OVER_PI)))
+    r1 = L.fma(kf, L.f(-_PIO2_1), x)  # exact (x and n _PIO2_1 are multiples of ulp(r1))
+    hi, lo = L.two_sum(r1, L.mul(kf, L.f(-_PIO2_2)))  # n _PIO2_2 exact
+    lo = L.fma(kf, L.f(-_PIO2_3), lo)
+    # fdlibm's __kernel_sin and __kernel_cos on (hi, lo), with the polynomials above
+    z = L.mul(hi, hi)
+    v = L.mul(z, hi)
+    sin_tail = L.horner(_SIN[1:], z)
+    sin_lo = L.sub(L.sub(L.mul(z, L.sub(L.mul(L.f(0.5), lo), L.mul(v, sin_tail))), lo), L.mul(v, L.f(_SIN[0])))
+    cos_poly = L.mul(z, L.horner(_COS, z))
+    hz = L.mul(L.f(0.5), z)
+    w = L.sub(L.f(1.0), hz)
+    cos_lo = L.add(L.sub(L.sub(L.f(1.0), w), hz), L.sub(L.mul(z, cos_poly), L.mul(hi, lo)))
+    return L.to_int(kf), (hi, L.b.fneg(sin_lo)), (w, cos_lo)
+
+
+# ---------------------------------------------------------------------------------------------
+# The functions (double lanes).
+
+def _exp(L: _Lanes, x):
+    special = L.uge(L.abs(x), L.f(_EXP_FAST))
+    xs = L.select(special, L.f(0.0), x)
+    return L.libm(_exp_core(L, xs), special, "exp", [x])
+
+
+def _expm1(L: _Lanes, x):
+    special = L.uge(L.abs(x), L.f(_EXP_FAST))
+    xs = L.select(special, L.f(0.0), x)
+    k, r, lo = _exp_reduced(L, xs)
+    # 2^k (1 + r + lo) - 1 = 2 (t r + (t - 1/2) + t lo), t = 2^(k-1): t r and, for -52 <= k <= 53, t - 1/2
+    # are exact; their sum is kept exactly as hi + err
+    t = L.pow2(L.b.sub(k, L.i(1)))
+    hi, err = L.two_sum(L.mul(t, r), L.sub(t, L.f(0.5)))
+    y = L.mul(L.f(2.0), L.add(hi, L.fma(t, lo, err)))
+    y = L.select(L.lt(L.abs(x), L.f(2.0**-54)), x, y)  # x itself: -0, subnormals
+    return L.libm(y, special, "expm1", [x])
+
+
+def _log(L: _Lanes, x):
+    special = L.b.or_(L.ult(x, L.f(2.2250738585072014e-308)), L.uge(x, L.f(math.inf)))
+    xs = L.select(special, L.f(1.0), x)
+    return L.libm(_log_combine(L, *_log_parts(L, xs)), special, "log", [x])
+
+
+def _log1p(L: _Lanes, x):
+    special = L.b.or_(L.ule(x, L.f(-1.0)), L.uge(x, L.f(math.inf)))
+    xs = L.select(special, L.f(0.0), x)
+    u, c = L.two_sum(L.f(1.0), xs)  # u + c = 1 + x exactly; log(u + c) = log(u) + c/u
+    y = _log_combine(L, *_log_parts(L, u), correction=L.div(c, u))
+    y = L.select(L.lt(L.abs(x), L.f(2.0**-54)), x, y)
+    return L.libm(y, special, "log1p", [x])
+
+
+def _sin(L: _Lanes, x):
+    special = L.uge(L.abs(x), L.f(_SIN_COS_FAST))
+    xs = L.select(special, L.f(0.0), x)
+    n, (s, ds), (c, dc) = _sincos_reduced(L, xs)
+    y = _quadrant(L, n, L.add(s, ds), L.add(c, dc))
+    y = L.select(L.lt(L.abs(x), L.f(2.0**-27)), x, y)  # sin x = x, with the sign of zero
+    return L.libm(y, special, "sin", [x])
+
+
+def _cos(L: _Lanes, x):
+    special = L.uge(L.abs(x), L.f(_SIN_COS_FAST))
+    xs = L.select(special, L.f(0.0), x)
+    n, (s, ds), (c, dc) = _sincos_reduced(L, xs)
+    return L.libm(_quadrant(L, L.b.add(n, L.i(1)), L.add(s, ds), L.add(c, dc)), special, "cos", [x])
+
+
+def _tan(L: _Lanes, x):
+    special = L.uge(L.abs(x), L.f(_SIN_COS_FAST))
+    xs = L.select(special, L.f(0.0), x)
+    n, (s, ds), (c, dc) = _sincos_reduced(L, xs)
+    # tan = (s + ds) / (c + dc) for even n, -(c + dc) / (s + ds) for odd n; the quotient q0 corrected
+    # by the residual of the unevaluated sums (a double-double division)
+    odd = L.b.icmp_unsigned("!=", L.b.and_(n, L.i(1)), L.i(0))
+    num, num_lo = L.select(odd, L.b.fneg(c), s), L.select(odd, L.b.fneg(dc), ds)
+    den, den_lo = L.select(odd, s, c), L.select(odd, ds, dc)
+    den_sum = L.add(den, den_lo)
+    q0 = L.div(L.add(num, num_lo), den_sum)
+    residual = L.add(L.fma(L.b.fneg(q0), den, num), L.fma(L.b.fneg(q0), den_lo, num_lo))
+    y = L.add(q0, L.div(residual, den_sum))
+    y = L.select(L.lt(L.abs(x), L.f(2.0**-27)), x, y)  # tan x = x, with the sign of zero
+    return L.libm(y, special, "tan", [x])
+
+
+def _choose(L: _Lanes, masks, values):
+    """values[i] for the lanes where masks[:i] are set and masks[i] is not (masks nested: m1 implies m0)."""
+    result = L.f(values[0])
+    for mask, value in zip(masks, values[1:]):
+        result = L.select(mask, L.f(value), result)
+    return result
+
+
+def _atan_reduced(L: _Lanes, a):
+    """(masks, u, poly): atan a = atan c + u - u poly, c chosen by the masks (fdlibm's reduction), a >= 0."""
+    a = L.select(L.gt(a, L.f(2.0**60)), L.f(2.0**60), a)  # atan(2^60) rounds to pi/2 (and no inf * 0 below)
+    # atan a = atan c + atan u, u = (a - c) / (1 + a c), c in 0, 1/2, 1, 3/2, inf by range
+    masks = [L.b.fcmp_ordered(">=", a, L.f(bound)) for bound in (7 / 16, 11 / 16, 19 / 16, 39 / 16)]
+    num = L.fma(a, _choose(L, masks, (1.0, 2.0, 1.0, 1.0, 0.0)), _choose(L, masks, (0.0, -1.0, -1.0, -1.5, -1.0)))
+    den = L.fma(a, _choose(L, masks, (0.0, 1.0, 1.0, 1.5, 1.0)), _choose(L, masks, (1.0, 2.0, 1.0, 1.0, 0.0)))
+    u = L.div(num, den)  # the numerators are exact
+    z = L.mul(u, u)
+    return masks, u, L.mul(L.mul(z, L.horner(_ATAN, z)), u)
+
+
+def _atan(L: _Lanes, x):
+    special = L.isnan(x)
+    xs = L.select(special, L.f(0.0), x)
+    masks, u, poly = _atan_reduced(L, L.abs(xs))
+    y = L.sub(_choose(L, masks, _ATAN_HI), L.sub(L.sub(poly, _choose(L, masks, _ATAN_LO)), u))
+    return L.libm(L.copysign(y, xs), special, "atan", [x])
+
+
+def _atan2(L: _Lanes, y, x):
+    ay, ax = L.abs(y), L.abs(x)
+    a = L.div(ay, ax)
+    y_zero = L.b.fcmp_ordered("==", y, L.f(0.0))
+    finite_x = L.b.and_(L.b.fcmp_ordered(">=", ax, L.f(2.0**-969)), L.lt(ax, L.f(math.inf)))
+    finite_y = L.b.or_(L.b.and_(L.b.fcmp_ordered(">=", ay, L.f(2.0**-969)), L.lt(ay, L.f(math.inf))), y_zero)
+    ratio = L.b.and_(L.b.fcmp_ordered("<=", a, L.f(2.0**1000)),
+                     L.b.or_(L.b.fcmp_ordered(">=", a, L.f(2.0**-1000)), y_zero))
+    # libm for NaN, infinities, x = 0, tiny |x| or |y| and ratios near the ends of the range
+    special = L.b.not_(L.b.and_(L.b.and_(finite_x, finite_y), ratio))
+    ax = L.select(special, L.f(1.0), ax)
+    ay = L.select(special, L.f(1.0), ay)
+    a = L.select(special, L.f(1.0), a)
+    # a + delta = |y| / |x| to about 2^-106; atan(a + delta) = atan a + delta / (1 + a^2)
+    delta = L.div(L.fma(L.b.fneg(a), ax, ay), ax)
+    correction = L.div(delta, L.fma(a, a, L.f(1.0)))
+    masks, u, poly = _atan_reduced(L, a)
+    # x > 0: atan a = hi + lo + u - poly; x < 0: pi - atan a = (pi - atan c) + u... with the signs flipped
+    negative = L.lt(x, L.f(0.0))
+    lo = L.add(_choose(L, masks, _ATAN_LO), correction)
+    lo = L.select(negative, L.sub(lo, _choose(L, masks, _PI_MINUS_ATAN_LO)), lo)
+    g = L.sub(poly, lo)
+    w = L.select(negative, L.sub(u, g), L.sub(g, u))
+    head = L.select(negative, _choose(L, masks, _PI_MINUS_ATAN_HI), _choose(L, masks, _ATAN_HI))
+    return L.libm(L.copysign(L.sub(head, w), y), special, "atan2", [y, x])
+
+
+def _asin_parts(L: _Lanes, x):
+    """(a, small, p, big_a, big_b): |x| < 1/2 (small): asin |x| = a + a p; else asin |x| = pi/2 - (big_a + big_b).
+
+    For |x| <= 1: with s = sqrt((1 - |x|)/2), asin |x| = pi/2 - 2 asin s; big_a = 2 s exact."""
+    a = L.abs(x)
+    small = L.lt(a, L.f(0.5))
+    zz = L.select(small, L.mul(a, a), L.mul(L.sub(L.f(1.0), a), L.f(0.5)))  # (1 - a) / 2 exact
+    sqrt = L._intrinsic("sqrt", 1)
+    ss = L.select(small, a, L.b.call(sqrt, [zz]))
+    s_lo = L.div(L.fma(L.b.fneg(ss), ss, zz), L.mul(L.f(2.0), L.select(L.gt(ss, L.f(0.0)), ss, L.f(1.0))))
+    p = L.mul(zz, L.horner(_ASIN, zz))
+    # asin(ss + s_lo) = ss + ss p + s_lo / sqrt(1 - zz), 1 / sqrt(1 - zz) ~ 1 + zz / 2
+    big_b = L.mul(L.f(2.0), L.fma(ss, p, L.fma(s_lo, L.mul(L.f(0.5), zz), s_lo)))
+    return ss, small, p, L.mul(L.f(2.0), ss), big_b
+
+
+def _sum_with_constant(L: _Lanes, k_hi, k_lo, t, u):
+    """(k_hi + k_lo) + t + u, |u| small: k_hi + t kept exactly as a double-double."""
+    h, e = L.two_sum(k_hi, t)
+    return L.add(h, L.add(L.add(e, k_lo), u))
+
+
+def _asin(L: _Lanes, x):
+    special = L.b.fcmp_unordered(">", L.abs(x), L.f(1.0))
+    xs = L.select(special, L.f(0.0), x)
+    a, small, p, big_a, big_b = _asin_parts(L, xs)
+    k_hi = L.select(small, L.f(0.0), L.f(_PIO2_HI))
+    k_lo = L.select(small, L.f(0.0), L.f(_PIO2_LO))
+    y = _sum_with_constant(L, k_hi, k_lo, L.select(small, a, L.b.fneg(big_a)),
+                           L.select(small, L.mul(a, p), L.b.fneg(big_b)))
+    return L.libm(L.copysign(y, xs), special, "asin", [x])
+
+
+def _acos(L: _Lanes, x):
+    special = L.b.fcmp_unordered(">", L.abs(x), L.f(1.0))
+    xs = L.select(special, L.f(0.0), x)
+    a, small, p, big_a, big_b = _asin_parts(L, xs)
+    # |x| < 1/2: pi/2 - asin x; x >= 1/2: 2 asin s; x <= -1/2: pi - 2 asin s
+    negative = L.lt(xs, L.f(0.0))
+    k_hi = L.select(small, L.f(_PIO2_HI), L.select(negative, L.f(_PI_HI), L.f(0.0)))
+    k_lo = L.select(small, L.f(_PIO2_LO), L.select(negative, L.f(_PI_LO), L.f(0.0)))
+    t = L.select(small, L.b.fneg(xs), L.select(negative, L.b.fneg(big_a), big_a))
+    u = L.select(small, L.b.fneg(L.mul(xs, p)), L.select(negative, L.b.fneg(big_b), big_b))
+    return L.libm(_sum_with_constant(L, k_hi, k_lo, t, u), special, "acos", [x])
+
+
+def _quadrant(L: _Lanes, n, s, c):
+    """sin(n pi/2 + r) from s = sin r, c = cos r: s, c, -s, -c for n mod 4 = 0, 1, 2, 3."""
+    b = L.b
+    odd = b.icmp_unsigned("!=", b.and_(n, L.i(1)), L.i(0))
+    sign = b.shl(b.and_(n, L.i(2)), L.i(62))
+    return L.from_bits(b.xor(L.bits(L.select(odd, c, s)), sign))
+
+
+def _tanh(L: _Lanes, x):
+    special = L.isnan(x)
+    xs = L.select(special, L.f(0.0), x)
+    a = L.abs(xs)
+    z = L.mul(a, a)
+    small = L.fma(L.mul(z, a), L.horner(_TANH, z), a)
+    # 1 - 2 / d, d = e^2a + 1 = 2^k (1 + r + lo) + 1 = dh + dl, 2 / d to about 0.5 ulp
+    k, r, lo = _exp_reduced(L, L.select(L.gt(a, L.f(22.0)), L.f(44.0), L.add(a, a)))
+    t = L.pow2(k)
+    m, m_lo = L.fast_two_sum(r, lo)
+    dh, err = L.two_sum(L.add(t, L.f(1.0)), L.mul(t, m))  # 2^k + 1 exact for k <= 52, k >= 2 here
+    dh, dl = L.fast_two_sum(dh, L.fma(t, m_lo, err))
+    q0 = L.div(L.f(2.0), dh)
+    remainder = L.fma(L.b.fneg(q0), dl, L.fma(L.b.fneg(q0), dh, L.f(2.0)))
+    large = L.sub(L.f(1.0), L.fma(remainder, L.div(L.f(1.0), dh), q0))
+    y = L.copysign(L.select(L.lt(a, L.f(_TANH_POLY)), small, large), xs)
+    return L.libm(y, special, "tanh", [x])
+
+
+def _sinh(L: _Lanes, x):
+    a = L.abs(x)
+    special = L.uge(a, L.f(_HYPERBOLIC_FAST))
+    a = L.select(special, L.f(0.0), a)
+    z = L.mul(a, a)
+    small = L.fma(L.mul(z, a), L.horner(_SINH, z), a)
+    y = L.copysign(L.select(L.lt(a, L.f(1.0)), small, _exp_hyperbolic(L, a, -1.0)), x)
+    return L.libm(y, special, "sinh", [x])
+
+
+def _cosh(L: _Lanes, x):
+    a = L.abs(x)
+    special = L.uge(a, L.f(_HYPERBOLIC_FAST))
+    a = L.select(special, L.f(0.0), a)
+    return L.libm(_exp_hyperbolic(L, a, 1.0), special, "cosh", [x])
+
+
+_BUILDERS = {
+    "exp": _exp, "expm1": _expm1, "log": _log, "log1p": _log1p, "sin": _sin, "cos": _cos, "tanh": _tanh,
+    "sinh": _sinh, "cosh": _cosh, "tan": _tan, "atan": _atan, "asin": _asin, "acos": _acos,
+    "atan2": _atan2,
+}
+
+FUNCTIONS: frozenset[str] = frozenset(_BUILDERS)
+"""The ``math`` function names ``emit`` builds (``emit`` returns None for the others)."""
+
+
+def _type_suffix(value_type: ir.Type) -> str:
+    element = value_type.element if isinstance(value_type, ir.VectorType) else value_type
+    if not isinstance(element, ir.DoubleType | ir.FloatType) or (
+            isinstance(value_type, ir.VectorType) and value_type.count not in _WIDTHS):
+        raise TypeError(f"vecmath: unsupported type {value_type} (double, float or <W x double|float>, W in 2..16)")
+    name = "f64" if isinstance(element, ir.DoubleType) else "f32"
+    return f"v{value_type.count}{name}" if isinstance(value_type, ir.VectorType) else name
+
+
+def _function(module: ir.Module, name: str, value_type: ir.Type) -> ir.Function:
+    """``name`` for ``value_type``, built once per module (internal linkage)."""
+    function_name = f"gradcomp.vecmath.{name}.{_type_suffix(value_type)}"
+    try:
+        return module.get_global(function_name)
+    except KeyError:
+        pass
+    n_args = 2 if name in ("atan2", "pow") else 1
+    function = ir.Function(module, ir.FunctionType(value_type, [value_type] * n_args), function_name)
+    function.linkage = "internal"
+    function.attributes.add("nounwind")
+    function.attributes.add("alwaysinline" if INLINE else "noinline")
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    element = value_type.element if isinstance(value_type, ir.VectorType) else value_type
+    if isinstance(element, ir.FloatType):
+        double_type = ir.VectorType(_F64, value_type.count) if isinstance(value_type, ir.VectorType) else _F64
+        inner = _function(module, name, double_type)
+        result = builder.call(inner, [builder.fpext(a, double_type) for a in function.args])
+        builder.ret(builder.fptrunc(result, value_type))
+    else:
+        builder.ret(_BUILDERS[name](_Lanes(builder, value_type), *function.args))
+    return function
+
+
+def emit(builder: ir.IRBuilder, name: str, args: list[ir.Value]) -> ir.Value | None:
+    """``math.<name>(*args)`` lane by lane for args of type double, float, <W x double> or <W x float>.
+
+    Builds (once per module) an internal function in ``builder.module`` and calls it; declares there
+    the scalar libm functions its fallback calls (``double @sin(double)`` ...) and the LLVM
+    intrinsics it uses.  Returns None when ``name`` is not in ``FUNCTIONS``.
+    """
+    if name not in _BUILDERS:
+        return None
+    return builder.call(_function(builder.module, name, args[0].type), list(args))
