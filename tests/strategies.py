@@ -15,6 +15,7 @@ simplifications.
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 from typing import NamedTuple
 
@@ -396,3 +397,16 @@ class MpmathOracle:
             jacobians.append(jacobian if self.case.out_shape else jacobian[..., 0, :] if ARG_SHAPES[i]
                              else jacobian[..., 0])
         return jacobians
+
+
+def table_function_outputs(function):
+    """``function`` of scalar arguments p0, p1, ...: one output per choice of its integer orders, and the
+    argument symbols."""
+    rule = RULES[function]
+    orders = INTEGER_ARGUMENTS.get(function, {})
+    symbols = [sp.Symbol(f"p{k}", real=True) for k in range(rule.arity) if k not in orders]
+    outputs = []
+    for choice in itertools.product(*(orders[k] for k in sorted(orders))):
+        chosen, free = dict(zip(sorted(orders), choice)), iter(symbols)
+        outputs.append(function(*(sp.Integer(chosen[k]) if k in chosen else next(free) for k in range(rule.arity))))
+    return outputs, symbols

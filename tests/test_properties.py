@@ -12,8 +12,6 @@ reuse each other's kernels (see the ``compiled`` fixture).
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import sympy as sp
@@ -21,7 +19,6 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from strategies import (
     ARGS,
-    INTEGER_ARGUMENTS,
     LEAVES,
     MpmathOracle,
     TorchOracle,
@@ -33,6 +30,7 @@ from strategies import (
     expressions,
     has_torch_oracle,
     is_piecewise_constant,
+    table_function_outputs,
     table_functions,
 )
 
@@ -267,18 +265,6 @@ def test_float32_kernel_agrees_with_float64_to_float32_precision(compiled, case)
 
 # -- the table, one function at a time -------------------------------------------------------------
 
-def _table_kernel(function):
-    """``function`` of scalar arguments p0, p1, ...: one output per choice of its integer orders."""
-    rule = RULES[function]
-    orders = INTEGER_ARGUMENTS.get(function, {})
-    symbols = [sp.Symbol(f"p{k}", real=True) for k in range(rule.arity) if k not in orders]
-    outputs = []
-    for choice in itertools.product(*(orders[k] for k in sorted(orders))):
-        chosen, free = dict(zip(sorted(orders), choice)), iter(symbols)
-        outputs.append(function(*(sp.Integer(chosen[k]) if k in chosen else next(free) for k in range(rule.arity))))
-    return outputs, symbols
-
-
 @pytest.fixture(scope="session")
 def table_kernel():
     """``table_kernel(function, dtype)``: (kernel, its scalar argument symbols), compiled once."""
@@ -286,7 +272,7 @@ def table_kernel():
 
     def get(function, dtype="float64"):
         if (function, dtype) not in kernels:
-            outputs, symbols = _table_kernel(function)
+            outputs, symbols = table_function_outputs(function)
             kernels[function, dtype] = gc.compile(outputs, symbols, cache=False, dtype=dtype), symbols
         return kernels[function, dtype]
 
@@ -295,7 +281,7 @@ def table_kernel():
 
 def _table_points(function, count=7):
     """``count`` points on the function's domain per argument, and a cotangent."""
-    outputs, symbols = _table_kernel(function)
+    outputs, symbols = table_function_outputs(function)
     rng = np.random.default_rng(len(function.__name__))
     lo, hi = RULES[function].domain
     return [rng.uniform(lo, hi, count) for _ in symbols], rng.uniform(-1, 1, (count, len(outputs)))
@@ -316,7 +302,7 @@ def test_each_table_function_alone_matches_oracle(table_kernel, function):
         expected_vjp = [g.numpy() for g in torch.autograd.grad(expected, leaves, torch.tensor(v))]
         expected = expected.detach().numpy()
     else:
-        evaluate = sp.lambdify(symbols, _table_kernel(function)[0], "mpmath")
+        evaluate = sp.lambdify(symbols, table_function_outputs(function)[0], "mpmath")
         with mpmath.workdps(40):
             h = mpmath.mpf("1e-15")
             at = [[mpmath.mpf(float(p[n])) for p in points] for n in range(7)]

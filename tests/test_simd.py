@@ -1,0 +1,92 @@
+"""Batches run on SIMD vectors, one point per lane; single points on the scalar core.
+
+Both are built from the same instructions and the same math, so a batch gives
+each point's single-point result bit for bit: at any batch size (full blocks,
+a partial last block), for rows given per point or shared by the batch, and at
+special values (signed zeros, infinities, NaN, huge and subnormal numbers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from strategies import table_function_outputs
+
+import gradcomp as gc
+from gradcomp import ir
+from gradcomp.functions import RULES
+
+SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e300, -1e300, 5e-324, 1e22, -1e22, 1e-310, 0.5, -2.5, 710.0, -746.0]
+"""Values where vector math takes its special-case paths (float32 casts them to its own extremes)."""
+
+
+def _points(function, dtype, count):
+    """``count`` points per argument: draws from the function's test domain, then the special values."""
+    _, symbols = table_function_outputs(function)
+    rng = np.random.default_rng(len(function.__name__))
+    lo, hi = RULES[function].domain
+    columns = []
+    for k in range(len(symbols)):
+        drawn = rng.uniform(lo, hi, count - len(SPECIAL))
+        special = np.roll(np.array(SPECIAL), 3 * k)  # pair the special values differently per argument
+        with np.errstate(over="ignore"):
+            columns.append(np.concatenate([drawn, special]).astype(dtype))
+    return columns
+
+
+def _per_argument(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+@pytest.fixture(scope="module")
+def table_kernel():
+    kernels = {}
+
+    def get(function, dtype):
+        if (function, dtype) not in kernels:
+            outputs, symbols = table_function_outputs(function)
+            kernels[function, dtype] = gc.compile(outputs, symbols, cache=False, dtype=dtype)
+        return kernels[function, dtype]
+
+    return get
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("function", list(RULES), ids=lambda f: f.__name__)
+def test_a_batch_gives_each_points_single_point_result_bit_for_bit(table_kernel, function, dtype):
+    kernel = table_kernel(function, dtype)
+    count = 3 * ir.lanes(dtype) + 5  # full blocks and a partial one
+    columns = _points(function, dtype, max(count, len(SPECIAL) + 8))
+    cotangents = np.linspace(-1.5, 2.0, len(columns[0]) * kernel.out_shape[0]).astype(dtype).reshape(
+        len(columns[0]), *kernel.out_shape)
+    with np.errstate(all="ignore"):
+        batch_value = kernel(*columns)
+        batch_vjp = _per_argument(kernel.vjp(*columns, cotangents))
+        for i in range(len(columns[0])):
+            point = [c[i] for c in columns]
+            np.testing.assert_array_equal(batch_value[i], kernel(*point), err_msg=f"forward at {point}")
+            for got, expected in zip(batch_vjp, _per_argument(kernel.vjp(*point, cotangents[i]))):
+                np.testing.assert_array_equal(got[i], expected, err_msg=f"vjp at {point}")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_row_shared_by_the_batch_gives_the_same_result_as_that_row_repeated(dtype):
+    import sympy as sp
+    x, y = sp.symbols("x y")
+    kernel = gc.compile([sp.sin(x) * y + sp.exp(x * y)], [x, y], cache=False, dtype=dtype)
+    xs = np.linspace(-3, 3, 2 * ir.lanes(dtype) + 3).astype(dtype)
+    shared = np.asarray(0.75, dtype)
+    with_shared = kernel.vjp(xs, shared, np.ones((len(xs), 1), dtype))
+    repeated = kernel.vjp(xs, np.full_like(xs, shared), np.ones((len(xs), 1), dtype))
+    for got, expected in zip(with_shared, repeated):
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_batch_drivers_use_the_vector_width_of_this_cpu(dtype):
+    import sympy as sp
+    x = sp.Symbol("x")
+    kernel = gc.compile(x * x, [x], cache=False, dtype=dtype)
+    module = kernel._import()
+    assert module.LANES == ir.lanes(dtype)
+    assert ir.lanes(dtype) >= 16 // np.dtype(dtype).itemsize  # at least SSE2's 128 bits
