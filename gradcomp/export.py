@@ -14,7 +14,7 @@ import ast
 import inspect
 from pathlib import Path
 
-from . import ir, record, runtime
+from . import ir, record, runtime, vecmath
 from .runtime import Kernel
 
 CALLS = ("vjp", "value_and_vjp", "jvp", "jacobian", "grad", "value_and_grad", "hessian")
@@ -24,6 +24,8 @@ _OMITTED_FUNCTIONS = {"import_module"}  # replaced: the export's drivers live in
 _INLINED = {"from gradcomp.ir import block, core, lanes\n": ir,
             "from gradcomp.record import KernelRecord, MethodRecord\n": record}
 """The generated module's imports of gradcomp -> the modules whose source the export puts in their place."""
+_EMBEDDED = {"vecmath": vecmath}
+"""Modules an inlined module imports as ``from . import name``: the export builds each from its source."""
 
 
 def export_source(kernel: Kernel) -> str:
@@ -98,13 +100,22 @@ def _module_source(module) -> str:
 class _WithoutGradcomp(ast.NodeTransformer):
     """``from .bridges.torch import ...`` (reaching into gradcomp) -> raise ImportError: the export lacks it."""
 
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | None:
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | list[ast.AST] | None:
         if not node.level:
             return node
+        if node.module is None and all(alias.name in _EMBEDDED and alias.asname is None for alias in node.names):
+            return [statement for alias in node.names for statement in _embedded(alias.name)]
         if f"gradcomp.{node.module}" in {module.__name__ for module in _INLINED.values()}:
             return None  # the export holds that module's source itself
         message = f"this needs gradcomp (gradcomp.{node.module}), which an exported kernel module does without"
         return ast.copy_location(ast.parse(f"raise ImportError({message!r})").body[0], node)
+
+
+def _embedded(name: str) -> list[ast.stmt]:
+    """Statements that make ``name`` a module object built from the source of ``gradcomp.<name>``."""
+    source = inspect.getsource(_EMBEDDED[name])
+    return ast.parse(f"import types as _types\n{name} = _types.ModuleType({name!r})\n"
+                     f"exec(compile({source!r}, 'gradcomp.{name} (copied)', 'exec'), {name}.__dict__)").body
 
 
 def _is_docstring(node: ast.AST) -> bool:

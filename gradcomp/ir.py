@@ -15,11 +15,13 @@ vectors of ``width`` lanes (the CPU's vector register: 8 doubles or 16 floats
 with AVX-512), one point per lane, so that a batch runs on packed SIMD
 instructions; the single point keeps the scalar ``core``.
 
-Transcendental functions are lowered by Numba's own implementations of
-``math`` (``context.get_function``), lane by lane in vectors.
+Transcendental functions come from ``gradcomp.vecmath`` (polynomials over
+scalars or vectors alike, so that a batch and a single point agree bit for
+bit); the rest are Numba's own implementations of ``math``
+(``context.get_function``), lane by lane in vectors.
 
-This module needs only Numba and llvmlite (no SymPy, nothing else of
-gradcomp): ``gradcomp export`` copies its source into standalone modules.
+This module needs only Numba, llvmlite and ``gradcomp.vecmath`` (no SymPy):
+``gradcomp export`` copies both sources into standalone modules.
 
 Instruction text::
 
@@ -43,6 +45,8 @@ from numba import types as numba_types
 from numba.core import cgutils
 from numba.core.typing import signature
 from numba.extending import intrinsic, register_jitable
+
+from . import vecmath
 
 CALLS = {
     "exp": math.exp, "expm1": math.expm1, "log": math.log, "log1p": math.log1p, "sqrt": math.sqrt,
@@ -476,7 +480,13 @@ class _Emitter:
                                  name=self.name)
 
     def _op_call(self, function, *args):
-        return self._per_lane(lambda *values: self._math(function, values), *(self._ref(a) for a in args))
+        """gradcomp's own math where it has the function (the same code for scalars and vectors, so a
+        batch gives each point's single-point result); Numba's, lane by lane, otherwise."""
+        values = [self._ref(a) for a in args]
+        result = vecmath.emit(self.builder, function, values)
+        if result is not None:
+            return result
+        return self._per_lane(lambda *lane: self._math(function, lane), *values)
 
     def _math(self, function, values):
         """What Numba does for ``math.<function>(*values)`` on scalars, cast back to the kernel's dtype."""

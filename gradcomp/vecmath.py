@@ -13,6 +13,10 @@ give bit-identical results:
   overflow and subnormal ranges); only when a lane is set (one ``llvm.vector.reduce.or`` and a cold
   branch) the scalar libm function (``double @sin(double)`` ...) is called for those lanes alone.
 
+Implemented (``FUNCTIONS``): exp expm1 log log1p sin cos tan tanh sinh cosh atan atan2 asin acos, all
+within about 1.1 ulp of the exact result in double (measured against mpmath and 80-bit long double).
+``pow``, ``erf``, ``erfc``, ``asinh``, ``acosh``, ``atanh`` are not: ``emit`` returns None.
+
 ``float`` and ``<W x float>`` are computed in double (``fpext``, the double function, ``fptrunc``):
 the double result is within about 1 ulp of double, so the float result is correctly rounded except
 for rare double-rounding ties (max error about 0.5 ulp of float).  No fast-math flags are used.
@@ -26,8 +30,12 @@ from llvmlite import ir
 
 __all__ = ["FUNCTIONS", "INLINE", "emit"]
 
-INLINE = True
-"""Mark the built functions ``alwaysinline`` (else they stay internal functions, called)."""
+INLINE = False
+"""Mark the built functions ``alwaysinline``; by default they are ``noinline`` internal functions, called.
+
+Measured (Zen 5, <8 x double> loops): calls run within a few percent of inlined code (the function
+is tens of vector instructions; arguments pass in registers), while 40 calls to 5 functions compile
+6x faster into 6x less machine code than inlined (each inlined copy carries its fallback blocks)."""
 
 _I1 = ir.IntType(1)
 _I64 = ir.IntType(64)
@@ -149,6 +157,9 @@ class _Lanes:
 
     def abs(self, a):
         return self.b.call(self._intrinsic("fabs", 1), [a])
+
+    def sqrt(self, a):
+        return self.b.call(self._intrinsic("sqrt", 1), [a])
 
     def rint(self, a):
         return self.b.call(self._intrinsic("rint", 1), [a])
@@ -273,9 +284,9 @@ class _Lanes:
 # Kernels: double in, double out, on the lanes' fast range (callers mask the rest).
 
 def _exp_reduced(L: _Lanes, x):
-    """(k, r, lo): e^x = 2^k (1 + r + lo) to about 2^-62 relative, |r| <= ln2/2, |lo| < 0.073.
+    """(k, r, lo): e^x = 2^k (1 + r + lo) to about 2^-62 relative, k = rint(x / ln2), |r| <= ln2/2, |lo| < 0.073.
 
-    For finite |x| < 709.1 (k <= 1023)."""
+    For finite |x| < 711 (the callers keep 2^k, or the power of 2 they scale by, normal)."""
     kf = L.rint(L.mul(x, L.f(_LOG2E)))
     r_hi = L.fma(kf, L.f(-_LN2_HI), x)  # exact: both terms are multiples of ulp(r_hi) (Cody-Waite with fma)
     r = L.fma(kf, L.f(-_LN2_LO), r_hi)
@@ -385,6 +396,14 @@ def _log1p(L: _Lanes, x):
     return L.libm(y, special, "log1p", [x])
 
 
+def _quadrant(L: _Lanes, n, s, c):
+    """sin(n pi/2 + r) from s = sin r, c = cos r: s, c, -s, -c for n mod 4 = 0, 1, 2, 3."""
+    b = L.b
+    odd = b.icmp_unsigned("!=", b.and_(n, L.i(1)), L.i(0))
+    sign = b.shl(b.and_(n, L.i(2)), L.i(62))
+    return L.from_bits(b.xor(L.bits(L.select(odd, c, s)), sign))
+
+
 def _sin(L: _Lanes, x):
     special = L.uge(L.abs(x), L.f(_SIN_COS_FAST))
     xs = L.select(special, L.f(0.0), x)
@@ -480,8 +499,7 @@ def _asin_parts(L: _Lanes, x):
     a = L.abs(x)
     small = L.lt(a, L.f(0.5))
     zz = L.select(small, L.mul(a, a), L.mul(L.sub(L.f(1.0), a), L.f(0.5)))  # (1 - a) / 2 exact
-    sqrt = L._intrinsic("sqrt", 1)
-    ss = L.select(small, a, L.b.call(sqrt, [zz]))
+    ss = L.select(small, a, L.sqrt(zz))
     s_lo = L.div(L.fma(L.b.fneg(ss), ss, zz), L.mul(L.f(2.0), L.select(L.gt(ss, L.f(0.0)), ss, L.f(1.0))))
     p = L.mul(zz, L.horner(_ASIN, zz))
     # asin(ss + s_lo) = ss + ss p + s_lo / sqrt(1 - zz), 1 / sqrt(1 - zz) ~ 1 + zz / 2
@@ -517,14 +535,6 @@ def _acos(L: _Lanes, x):
     t = L.select(small, L.b.fneg(xs), L.select(negative, L.b.fneg(big_a), big_a))
     u = L.select(small, L.b.fneg(L.mul(xs, p)), L.select(negative, L.b.fneg(big_b), big_b))
     return L.libm(_sum_with_constant(L, k_hi, k_lo, t, u), special, "acos", [x])
-
-
-def _quadrant(L: _Lanes, n, s, c):
-    """sin(n pi/2 + r) from s = sin r, c = cos r: s, c, -s, -c for n mod 4 = 0, 1, 2, 3."""
-    b = L.b
-    odd = b.icmp_unsigned("!=", b.and_(n, L.i(1)), L.i(0))
-    sign = b.shl(b.and_(n, L.i(2)), L.i(62))
-    return L.from_bits(b.xor(L.bits(L.select(odd, c, s)), sign))
 
 
 def _tanh(L: _Lanes, x):
@@ -593,9 +603,10 @@ def _function(module: ir.Module, name: str, value_type: ir.Type) -> ir.Function:
     function = ir.Function(module, ir.FunctionType(value_type, [value_type] * n_args), function_name)
     function.linkage = "internal"
     function.attributes.add("nounwind")
-    function.attributes.add("alwaysinline" if INLINE else "noinline")
-    builder = ir.IRBuilder(function.append_basic_block("entry"))
     element = value_type.element if isinstance(value_type, ir.VectorType) else value_type
+    # the float wrapper (fpext, call, fptrunc) is always inlined: the call site calls the double function
+    function.attributes.add("alwaysinline" if INLINE or isinstance(element, ir.FloatType) else "noinline")
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
     if isinstance(element, ir.FloatType):
         double_type = ir.VectorType(_F64, value_type.count) if isinstance(value_type, ir.VectorType) else _F64
         inner = _function(module, name, double_type)

@@ -1,0 +1,391 @@
+"""gradcomp.vecmath: each function, as a vector and as a scalar, against an accurate reference.
+
+Each function is compiled in a small Numba loop: an intrinsic loads W consecutive elements as a
+``<W x double>`` (``<W x float>``), calls ``vecmath.emit`` and stores the result; the tail, or every
+element when the loop is asked for the scalar path, goes through ``emit`` on ``double`` (``float``).
+References: numpy's ``longdouble`` (80-bit x87, 11 bits beyond double) for dense samples, mpmath
+for points near the hard cases.  Errors are in ulps of the target dtype at the reference value;
+equal special values (NaN, same infinity, same signed zero) count as exact.
+"""
+
+import ast
+import functools
+import math
+import pathlib
+
+import mpmath
+import numpy as np
+import pytest
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from gradcomp import vecmath
+
+LD = np.longdouble
+MAX_ULP = 2.0
+WIDTHS = {np.float64: 8, np.float32: 16}
+DTYPES = [np.float64, np.float32]
+
+# name: (numpy function on longdouble, mpmath function, (low, high) of the domain, points near hard cases)
+_PI2 = math.pi / 2
+_LN2 = math.log(2)
+
+
+def _near(points, spread=(1e-15, 1e-12, 1e-9, 1e-6, 1e-3)):
+    """points, and points moved by a few ulps and by relative steps both ways."""
+    points = np.asarray(points, dtype=np.float64)
+    out = [points]
+    for _ in range(3):
+        out += [np.nextafter(points, np.inf), np.nextafter(points, -np.inf)]
+        points = out[-2]
+    base = out[0]
+    for s in spread:
+        out += [base * (1 + s), base * (1 - s)]
+    return np.concatenate(out)
+
+
+_TRIG_HARD = _near(np.array([k * _PI2 for k in [1, 2, 3, 4, 5, 7, 10, 33, 100, 355, 1000, 6283, 20000, 63000]]
+                            + [0.5 * _PI2, 1.5 * _PI2, 2.5 * _PI2, 0.785, 0.79, 1e-5, 1e-8]))
+_EXP_HARD = _near([708.0, 709.78, 709.782712893384, -708.0, -708.3964185322641, -745.1332191019411, -745.0,
+                   0.5 * _LN2, -0.5 * _LN2, 1.5 * _LN2, 1e-8, -1e-8, 1e-3, 0.3, 40.0, -40.0, 88.72, -87.33, -103.9])
+_LOG_HARD = _near([1.0, 1.0 + 1e-8, 1.0 - 1e-8, 0.7071067811865476, 1.4142135623730951, 2.2250738585072014e-308,
+                   1e-310, 2.0, 0.5, 1e300, 1.1754943508222875e-38, 1e-40, 1e-320])
+_LOG1P_HARD = _near([1e-300, 1e-16, 1e-8, -1e-8, 1e-3, -1e-3, -0.2928932188134524, 0.41421356237309515,
+                     -0.999999, -0.5, 1.0, 1e16, 1e300])
+_TANH_HARD = _near([1e-300, 1e-9, 1e-5, 0.1, 0.55, 0.6, 0.3466, 0.8664, 1.0, 19.0, 22.0, 8.0, 9.01])
+_SINH_HARD = _near([1e-300, 1e-9, 1e-5, 0.1, 0.3466, 1.0, 1.0397, 22.0, 708.0, 710.0, 710.4758600739439,
+                    89.41, 89.415985])
+_ATAN_HARD = _near([1e-300, 1e-9, 7 / 16, 11 / 16, 19 / 16, 39 / 16, 1.0, 0.5, 1.5, 1e8, 1e20, 2.0**60, 1e300])
+_ASIN_HARD = _near([1e-300, 1e-9, 0.1, 0.5, 0.75, 0.975, 0.999999, 1.0 - 2.0**-30, 1.0 - 2.0**-52, 1.0],
+                   spread=(1e-15, 1e-12, 1e-9, 1e-6))
+
+FUNCTIONS = {
+    "sin": (np.sin, mpmath.sin, (0, 1e6), _TRIG_HARD),
+    "cos": (np.cos, mpmath.cos, (0, 1e6), _TRIG_HARD),
+    "tan": (np.tan, mpmath.tan, (0, 1e6), _TRIG_HARD),
+    "exp": (np.exp, mpmath.exp, (0, 800), _EXP_HARD),
+    "expm1": (np.expm1, mpmath.expm1, (0, 800), _EXP_HARD),
+    "log": (np.log, mpmath.log, (0, math.inf), _LOG_HARD),
+    "log1p": (np.log1p, mpmath.log1p, (-1, math.inf), _LOG1P_HARD),
+    "tanh": (np.tanh, mpmath.tanh, (0, 30), _TANH_HARD),
+    "sinh": (np.sinh, mpmath.sinh, (0, 720), _SINH_HARD),
+    "cosh": (np.cosh, mpmath.cosh, (0, 720), _SINH_HARD),
+    "atan": (np.arctan, mpmath.atan, (0, math.inf), _ATAN_HARD),
+    "asin": (np.arcsin, mpmath.asin, (0, 1), _ASIN_HARD),
+    "acos": (np.arccos, mpmath.acos, (0, 1), _ASIN_HARD),
+}
+"""The functions vecmath implements.  The domain (for |x|, both signs tested) guides the dense samples."""
+
+SPECIAL = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 5e-324, -5e-324, 2.2250738585072014e-308,
+                    -2.2250738585072014e-308, 1e-310, 1.7976931348623157e308, -1.7976931348623157e308, 1e22, -1e22,
+                    1e300, -1e300, 1.0, -1.0, 2.0, 0.5, 710.0, -710.0, 746.0, -746.0, 1e5, -1e5, 3.4028234663852886e38,
+                    1.401298464324817e-45, 1.1754943508222875e-38, 89.0, -104.0])
+
+
+# --------------------------------------------------------------------------------------------
+# The harness: an intrinsic applying vecmath.emit to W (or 1) consecutive elements.
+
+def _apply(name, width):
+    @intrinsic
+    def apply(typingctx, args, out, i):
+        def codegen(context, builder, sig, llargs):
+            element = context.get_value_type(sig.args[1].dtype)
+            value_type = ir.VectorType(element, width) if width else element
+            align = 4 if isinstance(element, ir.FloatType) else 8
+            values = []
+            for k, array_type in enumerate(sig.args[0]):
+                array = context.make_array(array_type)(context, builder, builder.extract_value(llargs[0], k))
+                pointer = builder.bitcast(builder.gep(array.data, [llargs[2]]), value_type.as_pointer())
+                values.append(builder.load(pointer, align=align))
+            result = vecmath.emit(builder, name, values)
+            out = context.make_array(sig.args[1])(context, builder, llargs[1])
+            builder.store(result, builder.bitcast(builder.gep(out.data, [llargs[2]]), value_type.as_pointer()),
+                          align=align)
+            return context.get_dummy_value()
+
+        return types.void(args, out, i), codegen
+
+    return apply
+
+
+@functools.cache
+def _kernel(name, width):
+    """kernel(args, out, vector): out = name(*args), W lanes at a time when vector, else lane by lane."""
+    vector_apply = _apply(name, width)
+    scalar_apply = _apply(name, 0)
+
+    @njit
+    def kernel(args, out, vector):
+        n = out.size
+        i = 0
+        if vector:
+            while i + width <= n:
+                vector_apply(args, out, i)
+                i += width
+        while i < n:
+            scalar_apply(args, out, i)
+            i += 1
+
+    return kernel
+
+
+def evaluate(name, *args, vector=True, width=None):
+    """name(*args) elementwise through vecmath, W lanes at a time (then the scalar tail) or all scalar."""
+    args = tuple(np.ascontiguousarray(a) for a in args)
+    out = np.empty_like(args[0])
+    _kernel(name, width or WIDTHS[out.dtype.type])(args, out, vector)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Errors in ulps.
+
+def ulp_error(got, ref, dtype):
+    """|got - ref| in ulps of dtype at ref (ref in longdouble); equal special values are exact."""
+    got = np.asarray(got)
+    ref = np.asarray(ref, dtype=LD)
+    mantissa, smallest = (53, -1074) if dtype == np.float64 else (24, -149)
+    error = np.zeros(got.shape, dtype=LD)
+    got_nan, ref_nan = np.isnan(got), np.isnan(ref)
+    error[got_nan != ref_nan] = np.inf
+    with np.errstate(over="ignore"):
+        rounded = ref.astype(dtype)
+    finite = ~got_nan & ~ref_nan
+    infinite = finite & (np.isinf(got) | np.isinf(rounded))
+    error[infinite & (got != rounded)] = np.inf
+    zero = finite & ~infinite & (ref == 0)
+    error[zero & ((got != 0) | (np.signbit(got) != np.signbit(ref)))] = np.inf
+    rest = finite & ~infinite & ~zero
+    _, exponent = np.frexp(ref[rest])
+    ulp = np.ldexp(LD(1), np.maximum(exponent.astype(np.int64) - mantissa, smallest).astype(np.int32))
+    error[rest] = np.abs(got[rest].astype(LD) - ref[rest]) / ulp
+    return error
+
+
+def _report(name, dtype, x, got, ref, error):
+    i = int(np.argmax(error))
+    return (f"{name} {dtype.__name__}: max error {float(error[i]):.3f} ulp at x = {x[i]!r}: got {got[i]!r}, "
+            f"reference {ref[i]!r}")
+
+
+def _longdouble_reference(name, x):
+    with np.errstate(all="ignore"):
+        return FUNCTIONS[name][0](x.astype(LD))
+
+
+def _mpmath_reference(name, x):
+    """name(x) in mpmath at 128 bits, rounded to longdouble (through a sum of two doubles, scaled)."""
+    function = FUNCTIONS[name][1]
+    ref = np.empty(x.shape, dtype=LD)
+    with mpmath.workprec(128):
+        for i, value in enumerate(x.tolist()):
+            mantissa, exponent = mpmath.frexp(function(mpmath.mpf(value)))
+            head = float(mantissa)
+            ref[i] = np.ldexp(LD(head) + LD(float(mantissa - head)), int(exponent))
+    return ref
+
+
+_REAL_DOMAIN = {"log": lambda x: x > 0, "log1p": lambda x: x > -1, "asin": lambda x: abs(x) <= 1,
+                "acos": lambda x: abs(x) <= 1}
+
+
+def _dense_samples(name, dtype, n=40_000, seed=0):
+    """Log-uniform magnitudes over the whole dtype range, uniform ones over the function's domain, both signs."""
+    rng = np.random.default_rng(seed)
+    low, high = FUNCTIONS[name][2]
+    high_finite = min(high, float(np.finfo(dtype).max))
+    tiny = float(np.finfo(dtype).smallest_subnormal)
+    log_uniform = np.exp(rng.uniform(math.log(tiny), math.log(float(np.finfo(dtype).max)), n))
+    in_domain = np.exp(rng.uniform(math.log(max(tiny, 1e-30)), math.log(high_finite), n))
+    uniform = rng.uniform(0, min(high_finite, 1e4), n)
+    x = np.concatenate([log_uniform, in_domain, uniform])
+    x = x * rng.choice([-1.0, 1.0], x.size)
+    if low < 0:  # log1p: more points in (-1, 0)
+        x = np.concatenate([x, -rng.uniform(0, 1, n)])
+    return x.astype(dtype)
+
+
+def _finite_in_dtype(x, dtype):
+    with np.errstate(over="ignore"):
+        x = x.astype(dtype)
+    return x[np.isfinite(x)]
+
+
+# --------------------------------------------------------------------------------------------
+# Tests.
+
+def test_functions_table_lists_what_emit_builds():
+    assert vecmath.FUNCTIONS == frozenset(FUNCTIONS) | {"atan2"}
+
+
+def test_emit_returns_none_for_a_function_it_does_not_implement():
+    builder = ir.IRBuilder(ir.Function(ir.Module(), ir.FunctionType(ir.DoubleType(), [ir.DoubleType()]), "f")
+                           .append_basic_block())
+    assert vecmath.emit(builder, "gamma", [builder.function.args[0]]) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_dense_samples_within_2_ulp_of_longdouble(name, dtype):
+    x = _dense_samples(name, dtype)
+    got = evaluate(name, x)
+    ref = _longdouble_reference(name, x)
+    error = ulp_error(got, ref, dtype)
+    assert error.max() <= MAX_ULP, _report(name, dtype, x, got, ref, error)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_hard_cases_within_2_ulp_of_mpmath(name, dtype):
+    hard = FUNCTIONS[name][3]
+    x = _finite_in_dtype(np.concatenate([hard, -hard]), dtype)
+    x = x[_REAL_DOMAIN.get(name, np.isfinite)(x) & (x != 0)]  # zeros (mpmath has no -0): the special values
+    got = evaluate(name, x)
+    ref = _mpmath_reference(name, x)
+    error = ulp_error(got, ref, dtype)
+    assert error.max() <= MAX_ULP, _report(name, dtype, x, got, ref, error)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_special_values_as_libm(name, dtype):
+    """NaN, infinities, signed zeros, subnormals, overflow, domain errors: libm's value, within 2 ulp if finite."""
+    with np.errstate(over="ignore"):
+        x = SPECIAL.astype(dtype)
+    got = evaluate(name, x)
+    ref = _longdouble_reference(name, x)
+    error = ulp_error(got, ref, dtype)
+    assert error.max() <= MAX_ULP, _report(name, dtype, x, got, ref, error)
+
+
+@pytest.mark.parametrize("name, x, expected", [
+    ("sin", -0.0, -0.0), ("tan", -0.0, -0.0), ("tanh", -0.0, -0.0), ("sinh", -0.0, -0.0), ("expm1", -0.0, -0.0),
+    ("log1p", -0.0, -0.0), ("atan", -0.0, -0.0), ("asin", -0.0, -0.0), ("cos", -0.0, 1.0), ("exp", -0.0, 1.0),
+    ("log", 0.0, -math.inf), ("log", -1.0, math.nan), ("log1p", -1.0, -math.inf), ("asin", 2.0, math.nan),
+    ("acos", 1.0, 0.0), ("exp", 710.0, math.inf), ("exp", -746.0, 0.0), ("expm1", -math.inf, -1.0),
+    ("tanh", math.inf, 1.0), ("atan", -math.inf, -math.pi / 2), ("cosh", -math.inf, math.inf),
+    ("sin", math.inf, math.nan), ("exp", math.nan, math.nan)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_special_value_exactly(name, x, expected, dtype):
+    got = evaluate(name, np.full(WIDTHS[dtype] + 1, x, dtype=dtype))  # the vector path and the scalar tail
+    expected = dtype(expected)
+    for value in got:
+        assert (np.isnan(value) and np.isnan(expected)) or (
+            value == expected and np.signbit(value) == np.signbit(expected)), (name, x, got)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_scalar_and_vector_paths_are_bit_identical(name, dtype):
+    with np.errstate(over="ignore"):
+        x = np.concatenate([_dense_samples(name, dtype, n=2000, seed=1), SPECIAL.astype(dtype),
+                            FUNCTIONS[name][3].astype(dtype)])
+    vector, scalar = evaluate(name, x), evaluate(name, x, vector=False)
+    assert np.array_equal(vector.view(f"u{x.itemsize}"), scalar.view(f"u{x.itemsize}"))
+
+
+@pytest.mark.parametrize("dtype, width", [(np.float64, 2), (np.float64, 4), (np.float64, 16), (np.float32, 4),
+                                          (np.float32, 8)], ids=str)
+@pytest.mark.parametrize("name", ["sin", "log", "tanh"])
+def test_other_widths_give_the_same_bits(name, dtype, width):
+    """Lanes mixing the fast path and the libm fallback (inf, NaN, huge) in every position."""
+    with np.errstate(over="ignore"):
+        x = np.concatenate([_dense_samples(name, dtype, n=200, seed=2), SPECIAL.astype(dtype)])
+    x = np.random.default_rng(3).permutation(x)
+    assert np.array_equal(evaluate(name, x, width=width).view(f"u{x.itemsize}"),
+                          evaluate(name, x, vector=False).view(f"u{x.itemsize}"))
+
+
+def _atan2_samples(dtype, n=20_000, seed=4):
+    """(y, x): log-uniform over the whole range and near 1, uniform in [-1, 1], ratios near the reduction bounds."""
+    rng = np.random.default_rng(seed)
+    info = np.finfo(dtype)
+
+    def log_uniform(low, high):
+        return np.exp(rng.uniform(math.log(low), math.log(high), n)) * rng.choice([-1.0, 1.0], n)
+
+    tiny, huge = float(info.smallest_subnormal), float(info.max)
+    y = [log_uniform(tiny, huge), log_uniform(1e-3, 1e3), rng.uniform(-1, 1, n)]
+    x = [log_uniform(tiny, huge), log_uniform(1e-3, 1e3), rng.uniform(-1, 1, n)]
+    bounds = rng.choice([7 / 16, 11 / 16, 19 / 16, 39 / 16, 0.5, 1.0, 1.5], n) * (1 + rng.uniform(-1e-6, 1e-6, n))
+    x_near = log_uniform(1e-5, 1e5)
+    y += [x_near * bounds * rng.choice([-1.0, 1.0], n), np.zeros(n)]
+    x += [x_near, log_uniform(1e-5, 1e5)]
+    return np.concatenate(y).astype(dtype), np.concatenate(x).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_atan2_within_2_ulp_of_longdouble_in_all_quadrants(dtype):
+    y, x = _atan2_samples(dtype)
+    got = evaluate("atan2", y, x)
+    ref = np.arctan2(y.astype(LD), x.astype(LD))
+    error = ulp_error(got, ref, dtype)
+    assert error.max() <= MAX_ULP, _report("atan2", dtype, list(zip(y, x)), got, ref, error)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_atan2_special_values_as_libm(dtype):
+    """Every pair of special values: signed zeros, infinities, NaN, subnormals, huge ratios."""
+    with np.errstate(over="ignore"):
+        y, x = (grid.ravel().copy() for grid in np.meshgrid(SPECIAL.astype(dtype), SPECIAL.astype(dtype)))
+    got = evaluate("atan2", y, x)
+    with np.errstate(all="ignore"):
+        ref = np.arctan2(y.astype(LD), x.astype(LD))
+    error = ulp_error(got, ref, dtype)
+    assert error.max() <= MAX_ULP, _report("atan2", dtype, list(zip(y, x)), got, ref, error)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_atan2_scalar_and_vector_paths_are_bit_identical(dtype):
+    y, x = _atan2_samples(dtype, n=2000, seed=5)
+    assert np.array_equal(evaluate("atan2", y, x).view(f"u{x.itemsize}"),
+                          evaluate("atan2", y, x, vector=False).view(f"u{x.itemsize}"))
+
+
+def test_inlined_and_called_functions_give_the_same_bits(monkeypatch):
+    x = np.concatenate([_dense_samples("sin", np.float64, n=500, seed=6), SPECIAL])
+    called = evaluate("sin", x)
+    monkeypatch.setattr(vecmath, "INLINE", not vecmath.INLINE)
+    inlined = _kernel.__wrapped__("sin", 8)
+    out = np.empty_like(x)
+    inlined((x,), out, True)
+    assert np.array_equal(out.view("u8"), called.view("u8"))
+
+
+def test_each_function_is_built_once_per_module_and_declares_its_libm_fallback():
+    module = ir.Module()
+    vector = ir.VectorType(ir.DoubleType(), 8)
+    function = ir.Function(module, ir.FunctionType(vector, [vector]), "f")
+    builder = ir.IRBuilder(function.append_basic_block())
+    first = vecmath.emit(builder, "sin", [function.args[0]])
+    builder.ret(vecmath.emit(builder, "sin", [first]))
+    text = str(module)
+    assert text.count("define internal <8 x double> @\"gradcomp.vecmath.sin.v8f64\"") == 1
+    assert "declare double @\"sin\"(double" in text or "declare double @sin(double" in text
+    assert "llvm.vector.reduce.or.v8i1" in text
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_ir_has_no_fast_math_flags(name):
+    module = ir.Module()
+    for value_type in (ir.DoubleType(), ir.VectorType(ir.FloatType(), 16)):
+        function = ir.Function(module, ir.FunctionType(value_type, [value_type]), f"f{value_type}")
+        builder = ir.IRBuilder(function.append_basic_block())
+        builder.ret(vecmath.emit(builder, name, [function.args[0]]))
+    text = str(module)
+    for flag in (" fast ", " reassoc ", " nnan ", " ninf ", " nsz ", " arcp ", " contract ", " afn "):
+        assert flag not in text
+
+
+def test_module_imports_only_llvmlite_and_the_standard_library():
+    """gradcomp export copies vecmath's source into standalone modules."""
+    tree = ast.parse(pathlib.Path(vecmath.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "no relative imports"
+            imported.add(node.module.split(".")[0])
+    assert imported <= {"llvmlite", "math"}, imported
