@@ -57,6 +57,9 @@ CALLS = {
 }
 """Functions an instruction may call, lowered by Numba's implementation for the argument types."""
 
+_INSTRUCTION_CALLS = frozenset({"sqrt", "fabs"})
+"""Functions of ``CALLS`` that are one LLVM intrinsic (one instruction) for scalars and vectors alike."""
+
 _TYPES = {"float64": numba_types.float64, "float32": numba_types.float32}
 
 
@@ -483,6 +486,9 @@ class _Emitter:
         """gradcomp's own math where it has the function (the same code for scalars and vectors, so a
         batch gives each point's single-point result); Numba's, lane by lane, otherwise."""
         values = [self._ref(a) for a in args]
+        if function in _INSTRUCTION_CALLS:
+            return self.builder.call(_llvm_intrinsic(self.builder.module, function, self.value_type), values,
+                                     name=self.name)
         result = vecmath.emit(self.builder, function, values)
         if result is not None:
             return result
