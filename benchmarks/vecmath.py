@@ -3,7 +3,10 @@
 Columns: a Numba loop calling ``math.<f>`` (scalar libm; Numba has no SVML), then vecmath on
 ``<8 x double>`` and on ``<16 x float>`` (an intrinsic loading W elements, ``vecmath.emit``, a store)
 as built by default (internal functions, called), and inlined (``vecmath.INLINE = True``); the
-ratio is default / math.  Each figure is the best of 5 runs (the machine may be shared).
+ratio is default / math.  For float, ``via f64`` is vecmath's float computed by the double function
+(fpext, ``<16 x double>``, fptrunc: what the functions without a native float implementation do),
+and ``nat/via`` the speedup of the native float function over it.  Each figure is the best of 5
+runs (the machine may be shared).
 
     python benchmarks/vecmath.py [--seconds 0.05] [names...]
 """
@@ -108,7 +111,7 @@ def main():
     options = parser.parse_args()
     rng = np.random.default_rng(0)
     print(f"{'Melem/s':8} {'math f64':>10} {'vec f64':>10} {'inlined':>10} {'ratio':>6} {'math f32':>10} "
-          f"{'vec f32':>10} {'inlined':>10} {'ratio':>6}")
+          f"{'vec f32':>10} {'inlined':>10} {'ratio':>6} {'via f64':>10} {'nat/via':>7}")
     for name in options.names:
         low, high = INPUTS[name]
         n_args = 2 if name == "atan2" else 1
@@ -127,6 +130,14 @@ def main():
             vecmath.INLINE = default
             row += [f"{scalar / 1e6:10.1f}", f"{called / 1e6:10.1f}", f"{inlined / 1e6:10.1f}",
                     f"{called / scalar:5.1f}x"]
+            if dtype == np.float32:
+                native = dict(vecmath._BUILDERS32)
+                vecmath._BUILDERS32.clear()  # every float function through double, as before the native ones
+                try:
+                    via = rate(vector_loop(name, width), args, out, options.seconds)
+                finally:
+                    vecmath._BUILDERS32.update(native)
+                row += [f"{via / 1e6:10.1f}", f"{called / via:6.1f}x"]
         print(" ".join(row), flush=True)
 
 
