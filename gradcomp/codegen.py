@@ -40,6 +40,13 @@ scheduler slice (~10 ms) when another process holds a core: measured at
 N = 1000 on a loaded 2-core machine, prange ran rosenbrock32 37x slower than
 the plain loop.  Below ~0.5 ms of serial work the plain loop is the safe choice."""
 
+VECTOR_ROW_MAX = 1024
+"""Methods whose rows (inputs and outputs of one point) hold more scalars run their batches one point
+a block.  Moving rows into vector lanes and back costs shuffles and a store per row and group, and
+LLVM's instruction schedulers grow faster than linearly with the memory operations of one block:
+the batch driver of an n x n Hessian compiled in 0.29 s at n = 20 (0.07 s as scalar code), 1.5 s at
+n = 40 (0.14 s) and 10 s at n = 100 (1.2 s), while such outputs are mostly stores anyway."""
+
 SQUARING_MAX_EXPONENT = 64
 """Integer powers up to this are products (by squaring beyond the 4th); higher ones call pow, whose
 result is correctly rounded where n squarings would lose about n ulps."""
@@ -492,6 +499,12 @@ def listing(program: Program, printer: Printer) -> list[str]:
     return [f"{a.target.name} = {printer(a.value)}" for a in program.assignments]
 
 
+def _lanes(program: Program) -> str:
+    """The points a batch block of ``program`` computes at once: the CPU's ``LANES``, or 1 for huge rows."""
+    row = sum(prod(b.shape) for b in program.inputs) + sum(prod(b.shape) for b in program.outputs)
+    return "LANES" if row <= VECTOR_ROW_MAX else f"1  # rows of {row} scalars: see VECTOR_ROW_MAX"
+
+
 def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str, int, int]:
     body = listing(program, printer)
     ops = count_operations(body)
@@ -509,7 +522,8 @@ def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str,
     lines = [f"# ---- {m} " + "-" * (70 - len(m)), "#", f"# listing of {m}: one point, {ops} operations", "#"]
     lines += reads + [f"#   {line}" for line in body] + writes
     lines += ["", "", f'{m}_CODE = """{instructions(program)}"""', f'{m}_core = core("{m}", {m}_CODE, "{dtype}")',
-              f'{m}_block = block("{m}", {m}_CODE, "{dtype}", LANES)', "", ""]
+              f"{m}_LANES = {_lanes(program)}",
+              f'{m}_block = block("{m}", {m}_CODE, "{dtype}", {m}_LANES)', "", ""]
     out_sizes = [prod(b.shape) for b in program.outputs]
     lines += [
         '@njit(cache=CACHE, error_model="numpy", nogil=True)',
@@ -522,13 +536,13 @@ def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str,
               "",
               '@njit(cache=CACHE, error_model="numpy", nogil=True)',
               f"def {m}_{serial}(n, {params}):",
-              "    for b in range((n + LANES - 1) // LANES):",
-              f"        {m}_block(b * LANES, n, {call_ins}, ({', '.join(steps)},), {call_outs})",
+              f"    for b in range((n + {m}_LANES - 1) // {m}_LANES):",
+              f"        {m}_block(b * {m}_LANES, n, {call_ins}, ({', '.join(steps)},), {call_outs})",
               "",
               "",
               '@njit(cache=CACHE, error_model="numpy", nogil=True, parallel=True)',
               f"def {m}_{parallel}(n, {params}):",
-              "    for b in prange((n + LANES - 1) // LANES):",
-              f"        {m}_block(b * LANES, n, {call_ins}, ({', '.join(steps)},), {call_outs})",
+              f"    for b in prange((n + {m}_LANES - 1) // {m}_LANES):",
+              f"        {m}_block(b * {m}_LANES, n, {call_ins}, ({', '.join(steps)},), {call_outs})",
               ""]
     return "\n".join(lines), len(program.assignments), ops

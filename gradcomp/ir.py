@@ -135,6 +135,9 @@ def block(method: str, code: str, dtype: str, width: int):
                     sig.args[3], program.input_sizes):
                 data = context.make_array(array_type)(context, builder, array).data
                 step = context.cast(builder, step, step_type, numba_types.int64)
+                if width == 1:  # one point a block: its own row, or the shared one
+                    rows.append(builder.gep(data, [builder.mul(builder.mul(start, step), ir.Constant(int64, size))]))
+                    continue
                 direct = builder.and_(full, builder.icmp_signed("==", step, ir.Constant(int64, 1)))
                 scratch = cgutils.alloca_once(builder, scalar_type, size=width * size)
                 with builder.if_then(builder.not_(direct)):
@@ -145,6 +148,9 @@ def block(method: str, code: str, dtype: str, width: int):
             for array_type, array, size in zip(sig.args[4], cgutils.unpack_tuple(builder, args[4]),
                                                program.output_sizes):
                 data = context.make_array(array_type)(context, builder, array).data
+                if width == 1:
+                    rows.append(builder.gep(data, [builder.mul(start, ir.Constant(int64, size))]))
+                    continue
                 scratch = cgutils.alloca_once(builder, scalar_type, size=width * size)
                 spills.append((data, scratch, size))
                 rows.append(builder.select(full, builder.gep(data, [builder.mul(start, ir.Constant(int64, size))]),
@@ -240,20 +246,21 @@ class _Lanes:
                 builder.store(chunk, self._vector_at(rows, 0, w * size), align=self.align)
             return
         written = self.written.setdefault(id(rows), set())
-        for first in self._groups(size):
-            if first <= index < first + w and first not in written and all(
-                    first + c in columns for c in range(w)):
+        firsts = {index - index % w} if index - index % w + w <= size else set()
+        if size % w and index >= size - w:
+            firsts.add(size - w)  # the last group overlaps its neighbour
+        for first in firsts:
+            if first not in written and all(first + c in columns for c in range(w)):
                 written.add(first)
-                for r, row in enumerate(self.transpose([columns[first + c] for c in range(w)])):
+                group = [columns[first + c] for c in range(w)]
+                if all(isinstance(column, ir.Constant) for column in group):
+                    # constants (a Hessian's structural zeros): each row is one constant vector, no shuffles
+                    transposed = [ir.Constant(group[0].type, [column.constant[r] for column in group])
+                                  for r in range(w)]
+                else:
+                    transposed = self.transpose(group)
+                for r, row in enumerate(transposed):
                     builder.store(row, self._vector_at(rows, r * size + first, w), align=self.align)
-
-    def _groups(self, size):
-        """First columns of the groups of ``width`` covering a row (the last one may overlap its neighbour)."""
-        w = self.width
-        firsts = list(range(0, size - w + 1, w))
-        if size % w:
-            firsts.append(size - w)
-        return firsts
 
     def transpose(self, vectors):
         """``width`` vectors of ``width`` lanes, transposed (log2(width) stages of two-source shuffles)."""

@@ -90,3 +90,19 @@ def test_batch_drivers_use_the_vector_width_of_this_cpu(dtype):
     module = kernel._import()
     assert module.LANES == ir.lanes(dtype)
     assert ir.lanes(dtype) >= 16 // np.dtype(dtype).itemsize  # at least SSE2's 128 bits
+
+
+def test_methods_with_huge_rows_run_one_point_a_block_and_agree_with_single_points():
+    import sympy as sp
+
+    from gradcomp.codegen import VECTOR_ROW_MAX
+    n = 33  # a Hessian row of 33 * 33 scalars, over VECTOR_ROW_MAX
+    x = sp.symbols(f"x0:{n}")
+    kernel = gc.compile(sum(x[i] ** 2 * x[i + 1] for i in range(n - 1)), [x], cache=False)
+    points = np.random.default_rng(3).standard_normal((11, n))
+    batch = kernel.hessian(points)
+    module = kernel._import()
+    assert n + n * n > VECTOR_ROW_MAX and module.hessian_LANES == 1
+    assert module.vjp_LANES == ir.lanes("float64")
+    for point, hessian in zip(points, batch):
+        np.testing.assert_array_equal(hessian, kernel.hessian(point))
