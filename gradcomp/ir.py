@@ -304,14 +304,16 @@ def _indices(values):
     return ir.Constant(ir.VectorType(ir.IntType(32), len(values)), list(values))
 
 
-def ir_text(method: str, code: str, dtype: str) -> str:
-    """The LLVM IR of one method's core, as Numba's drivers inline it (before optimization)."""
+def ir_text(method: str, code: str, dtype: str, width: int = 1) -> str:
+    """The LLVM IR of one method's core on ``width`` points at once, as Numba's drivers inline it
+    (before optimization): width 1 is the single-point core, the batch drivers' is ``<method>_LANES``."""
     from numba.core.registry import cpu_target
     context = cpu_target.target_context
     context.refresh()
     module = ir.Module(name=f"gradcomp_{method}")
     with context.push_code_library(context.codegen().create_library(f"gradcomp_{method}")):
-        _function(context, module, f"gradcomp_{method}_core", _parse(code), _TYPES[dtype])
+        name = f"gradcomp_{method}_core" if width == 1 else f"gradcomp_{method}_block{width}"
+        _function(context, module, name, _parse(code), _TYPES[dtype], width)
     return str(module)
 
 

@@ -209,10 +209,14 @@ class Kernel:
         """Every method this kernel offers: those derived so far and those derived when first called."""
         return (*self._methods, *self._deferred)
 
-    def ir(self, method: str) -> str:
-        """The LLVM IR of ``method``'s core for one point, as gradcomp builds it (before LLVM optimizes it)."""
+    def ir(self, method: str, lanes: int = 1) -> str:
+        """The LLVM IR of ``method``'s core, as gradcomp builds it (before LLVM optimizes it): for one
+        point, or with ``lanes`` > 1 on vectors of that many points, as batches run it (their width is
+        the generated module's ``<method>_LANES``)."""
+        if lanes not in (1, 2, 4, 8, 16):
+            raise ValueError(f"lanes must be 1, 2, 4, 8 or 16 (points a vector holds), got {lanes!r}.")
         from .ir import ir_text
-        return ir_text(method, getattr(self._import(), f"{method}_CODE"), self.dtype.name)
+        return ir_text(method, getattr(self._import(), f"{method}_CODE"), self.dtype.name, lanes)
 
     @property
     def methods(self) -> dict:

@@ -106,3 +106,13 @@ def test_methods_with_huge_rows_run_one_point_a_block_and_agree_with_single_poin
     assert module.vjp_LANES == ir.lanes("float64")
     for point, hessian in zip(points, batch):
         np.testing.assert_array_equal(hessian, kernel.hessian(point))
+
+
+def test_the_ir_of_a_batch_core_computes_on_vectors_of_lanes_points():
+    import sympy as sp
+    x, y = sp.symbols("x y")
+    kernel = gc.compile(sp.sin(x) * y, [x, y], cache=False)
+    assert "<8 x double>" in kernel.ir("vjp", lanes=8)
+    assert "<8 x double>" not in kernel.ir("vjp")
+    with pytest.raises(ValueError, match="lanes must be"):
+        kernel.ir("vjp", lanes=3)
