@@ -27,8 +27,10 @@ N = 4096  # elements per pass: in L1/L2, so the loop measures the arithmetic
 INPUTS = {  # typical arguments: the fast paths (huge and special values go to libm and are not measured)
     "sin": (-10, 10), "cos": (-10, 10), "tan": (-10, 10), "exp": (-50, 50), "expm1": (-2, 2), "log": (1e-3, 1e3),
     "log1p": (-0.5, 10), "tanh": (-5, 5), "sinh": (-5, 5), "cosh": (-5, 5), "atan": (-10, 10), "asin": (-1, 1),
-    "acos": (-1, 1), "atan2": (-10, 10),
+    "acos": (-1, 1), "atan2": (-10, 10), "pow": ((0, 10), (-10, 10)), "erf": (-4, 4), "erfc": (-4, 8),
 }
+"""(low, high) of uniform samples; for pow, one pair per argument (x, y)."""
+TWO_ARGUMENTS = ("atan2", "pow")
 
 
 def _apply(name, width):
@@ -67,7 +69,7 @@ def vector_loop(name, width):
 
 def math_loop(name):
     function = getattr(math, name)
-    if name == "atan2":
+    if name in TWO_ARGUMENTS:
         @njit
         def loop(args, out, repeats):
             y, x = args
@@ -113,14 +115,15 @@ def main():
     print(f"{'Melem/s':8} {'math f64':>10} {'vec f64':>10} {'inlined':>10} {'ratio':>6} {'math f32':>10} "
           f"{'vec f32':>10} {'inlined':>10} {'ratio':>6} {'via f64':>10} {'nat/via':>7}")
     for name in options.names:
-        low, high = INPUTS[name]
-        n_args = 2 if name == "atan2" else 1
+        n_args = 2 if name in TWO_ARGUMENTS else 1
+        ranges = INPUTS[name] if isinstance(INPUTS[name][0], tuple) else (INPUTS[name],) * n_args
         row = [f"{name:8}"]
         for dtype, width in ((np.float64, 8), (np.float32, 16)):
             if name == "log":
-                args = tuple(np.exp(rng.uniform(math.log(low), math.log(high), N)).astype(dtype) for _ in range(n_args))
+                args = tuple(np.exp(rng.uniform(math.log(low), math.log(high), N)).astype(dtype)
+                             for low, high in ranges)
             else:
-                args = tuple(rng.uniform(low, high, N).astype(dtype) for _ in range(n_args))
+                args = tuple(rng.uniform(low, high, N).astype(dtype) for low, high in ranges)
             out = np.empty(N, dtype)
             default = vecmath.INLINE
             scalar = rate(math_loop(name), args, out, options.seconds)

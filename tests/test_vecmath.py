@@ -60,7 +60,32 @@ _ATAN_HARD = _near([1e-300, 1e-9, 7 / 16, 11 / 16, 19 / 16, 39 / 16, 1.0, 0.5, 1
 _ASIN_HARD = _near([1e-300, 1e-9, 0.1, 0.5, 0.75, 0.975, 0.999999, 1.0 - 2.0**-30, 1.0 - 2.0**-52, 1.0],
                    spread=(1e-15, 1e-12, 1e-9, 1e-6))
 
+_ERF_HARD = _near([1e-300, 1e-20, 1e-9, 1e-5, 0.1, 0.25, 0.5, 0.6174, 0.84375, 1.0, 1.25, 1 / 0.35, 2.0, 4.0, 5.9,
+                   5.921, 6.0, 10.0, 20.0, 26.0, 26.5, 26.55, 27.2, 27.23, 27.5, 28.0])
+
+
+def _mpmath_on_longdouble(function):
+    """A reference like numpy's longdouble functions, from mpmath: ``function`` of doubles, rounded to longdouble;
+    zeros carry the sign of x (erf), NaN gives NaN.  |x| > 100 as 100: erf is +-1 and erfc 0 or 2 in double."""
+    def reference(x):
+        x = np.asarray(x, dtype=np.float64)
+        finite = np.isfinite(x)
+        ref = np.full(x.shape, np.nan, dtype=LD)
+        with mpmath.workprec(128):  # |x| > 100: erf, erfc at 100 (mpmath's erfc fails on huge x)
+            ref[finite] = _to_longdouble([function(mpmath.mpf(max(-100.0, min(100.0, v))))
+                                          for v in x[finite].tolist()])
+        for i in np.flatnonzero(np.isinf(x)):
+            ref[i] = LD(float(function(mpmath.mpf(float(x[i])))))
+        zero = ref == 0
+        ref[zero] = np.copysign(LD(0), x[zero].astype(LD)) if function is mpmath.erf else LD(0)
+        return ref
+
+    return reference
+
+
 FUNCTIONS = {
+    "erf": (_mpmath_on_longdouble(mpmath.erf), mpmath.erf, (0, 7), _ERF_HARD),
+    "erfc": (_mpmath_on_longdouble(mpmath.erfc), mpmath.erfc, (0, 28), _ERF_HARD),
     "sin": (np.sin, mpmath.sin, (0, 1e6), _TRIG_HARD),
     "cos": (np.cos, mpmath.cos, (0, 1e6), _TRIG_HARD),
     "tan": (np.tan, mpmath.tan, (0, 1e6), _TRIG_HARD),
@@ -174,25 +199,39 @@ def _longdouble_reference(name, x):
         return FUNCTIONS[name][0](x.astype(LD))
 
 
-def _mpmath_reference(name, x):
-    """name(x) in mpmath at 128 bits, rounded to longdouble (through a sum of two doubles, scaled)."""
-    function = FUNCTIONS[name][1]
-    ref = np.empty(x.shape, dtype=LD)
-    with mpmath.workprec(128):
-        for i, value in enumerate(x.tolist()):
-            mantissa, exponent = mpmath.frexp(function(mpmath.mpf(value)))
+def _to_longdouble(values):
+    """mpmath numbers rounded to longdouble (through a sum of two doubles, scaled; beyond its range: 0 or inf)."""
+    ref = np.empty(len(values), dtype=LD)
+    with np.errstate(over="ignore", under="ignore"):
+        for i, value in enumerate(values):
+            if value == 0 or not mpmath.isfinite(value):
+                ref[i] = LD(float(value))
+                continue
+            mantissa, exponent = mpmath.frexp(value)
             head = float(mantissa)
-            ref[i] = np.ldexp(LD(head) + LD(float(mantissa - head)), int(exponent))
+            ref[i] = np.ldexp(LD(head) + LD(float(mantissa - head)), int(max(-20000, min(20000, exponent))))
     return ref
+
+
+def _mpmath_reference(name, x):
+    """name(x) in mpmath at 128 bits, rounded to longdouble."""
+    function = FUNCTIONS[name][1]
+    with mpmath.workprec(128):
+        return _to_longdouble([function(mpmath.mpf(value)) for value in x.tolist()])
 
 
 _REAL_DOMAIN = {"log": lambda x: x > 0, "log1p": lambda x: x > -1, "asin": lambda x: abs(x) <= 1,
                 "acos": lambda x: abs(x) <= 1}
 
 
-def _dense_samples(name, dtype, n=40_000, seed=0):
+DENSE_N = {"erf": 8000, "erfc": 8000}
+"""Fewer dense samples where the reference is mpmath (tens of microseconds a point)."""
+
+
+def _dense_samples(name, dtype, n=None, seed=0):
     """Log-uniform magnitudes over the whole dtype range, uniform ones over the function's domain, both signs."""
     rng = np.random.default_rng(seed)
+    n = n or DENSE_N.get(name, 40_000)
     low, high = FUNCTIONS[name][2]
     high_finite = min(high, float(np.finfo(dtype).max))
     tiny = float(np.finfo(dtype).smallest_subnormal)
@@ -216,7 +255,7 @@ def _finite_in_dtype(x, dtype):
 # Tests.
 
 def test_functions_table_lists_what_emit_builds():
-    assert vecmath.FUNCTIONS == frozenset(FUNCTIONS) | {"atan2"}
+    assert vecmath.FUNCTIONS == frozenset(FUNCTIONS) | {"atan2", "pow"}
 
 
 def test_emit_returns_none_for_a_function_it_does_not_implement():
@@ -265,7 +304,10 @@ def test_special_values_as_libm(name, dtype):
     ("log", 0.0, -math.inf), ("log", -1.0, math.nan), ("log1p", -1.0, -math.inf), ("asin", 2.0, math.nan),
     ("acos", 1.0, 0.0), ("exp", 710.0, math.inf), ("exp", -746.0, 0.0), ("expm1", -math.inf, -1.0),
     ("tanh", math.inf, 1.0), ("atan", -math.inf, -math.pi / 2), ("cosh", -math.inf, math.inf),
-    ("sin", math.inf, math.nan), ("exp", math.nan, math.nan)])
+    ("sin", math.inf, math.nan), ("exp", math.nan, math.nan), ("erf", -0.0, -0.0), ("erf", math.inf, 1.0),
+    ("erf", -math.inf, -1.0), ("erf", math.nan, math.nan), ("erf", -7.0, -1.0), ("erfc", math.inf, 0.0),
+    ("erfc", -math.inf, 2.0), ("erfc", -0.0, 1.0), ("erfc", 30.0, 0.0), ("erfc", 27.3, 0.0), ("erfc", -7.0, 2.0),
+    ("erfc", math.nan, math.nan)])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_special_value_exactly(name, x, expected, dtype):
     got = evaluate(name, np.full(WIDTHS[dtype] + 1, x, dtype=dtype))  # the vector path and the scalar tail
@@ -287,7 +329,7 @@ def test_scalar_and_vector_paths_are_bit_identical(name, dtype):
 
 @pytest.mark.parametrize("dtype, width", [(np.float64, 2), (np.float64, 4), (np.float64, 16), (np.float32, 4),
                                           (np.float32, 8)], ids=str)
-@pytest.mark.parametrize("name", ["sin", "log", "tanh"])
+@pytest.mark.parametrize("name", ["sin", "log", "tanh", "erfc"])
 def test_other_widths_give_the_same_bits(name, dtype, width):
     """Lanes mixing the fast path and the libm fallback (inf, NaN, huge) in every position."""
     with np.errstate(over="ignore"):
@@ -343,6 +385,174 @@ def test_atan2_scalar_and_vector_paths_are_bit_identical(dtype):
                           evaluate("atan2", y, x, vector=False).view(f"u{x.itemsize}"))
 
 
+# --------------------------------------------------------------------------------------------
+# pow: 2-D samples against mpmath, the C99 special cases.
+
+def _pow_exact(x, y):
+    """x^y exactly (mpmath at 160 bits) for finite x, y, with C99's signs, zeros, infinities and NaN."""
+    if x == 0 or math.isinf(x) or math.isinf(y) or math.isnan(x) or math.isnan(y) or (x < 0 and y != int(y)):
+        return mpmath.mpf(_c99_pow(x, y))
+    with mpmath.workprec(160):
+        value = mpmath.power(mpmath.mpf(abs(x)), mpmath.mpf(y))
+        return -value if x < 0 and y % 2 == 1 else value
+
+
+def _c99_pow(x, y):
+    """pow(x, y) by C99 Annex F for the special cases (libm through math.pow, its domain and range errors as
+    values)."""
+    odd = math.isfinite(y) and y == int(y) and y % 2 == 1
+    try:
+        return math.pow(x, y)
+    except ValueError:  # 0 to a negative power, or x < 0 to a non-integer
+        if x == 0:
+            return math.copysign(math.inf, x) if odd else math.inf
+        return math.nan
+    except OverflowError:
+        return -math.inf if x < 0 and odd else math.inf
+
+
+def _pow_reference(x, y):
+    ref = _to_longdouble([_pow_exact(a, b) for a, b in zip(x.astype(np.float64).tolist(),
+                                                           y.astype(np.float64).tolist())])
+    zero = ref == 0  # the sign of a zero result: (-0)^odd, (-inf)^-odd, x < 0 underflowing with odd y
+    ref[zero] = [_c99_pow(a, b) if a == 0 or math.isinf(a) else (
+        -0.0 if a < 0 and math.isfinite(b) and b == int(b) and b % 2 == 1 else 0.0)
+        for a, b in zip(x[zero].astype(np.float64).tolist(), y[zero].astype(np.float64).tolist())]
+    return ref
+
+
+def _pow_samples(dtype, n=6000, seed=7):
+    """(x, y): x log-uniform over every magnitude (subnormals included), both signs; y integers, half-integers,
+    huge, tiny, moderate, both signs; and y scaled so that y log|x| spans the range up to overflow and underflow
+    (and a little beyond), x near 1 with large y."""
+    rng = np.random.default_rng(seed)
+    info = np.finfo(dtype)
+    tiny, huge = float(info.smallest_subnormal), float(info.max)
+
+    def sign():
+        return rng.choice([-1.0, 1.0], n)
+
+    x = np.exp(rng.uniform(math.log(tiny), math.log(huge), n)) * sign()
+    log_x = np.log(np.abs(x))
+    x_pos = np.abs(x)
+    limit = math.log(huge) * 1.02
+    y_range = rng.uniform(-limit, limit, n) / log_x  # results over the whole range
+    y_edge = (rng.choice([math.log(huge), math.log(float(info.tiny)), math.log(tiny)], n)
+              * (1 + rng.uniform(-2e-3, 2e-3, n))) / log_x  # near overflow, the subnormal and underflow limits
+    y_int = np.round(rng.uniform(-40, 40, n))
+    y_half = y_int + 0.5
+    y_wild = np.exp(rng.uniform(math.log(1e-30), math.log(huge), n)) * sign()
+    y_small = rng.uniform(-4, 4, n)
+    near_one = np.exp(rng.uniform(-1, 1, n) * rng.choice([1e-14, 1e-9, 1e-5, 1e-2], n)) * sign()
+    near_one[np.abs(near_one) == 1] *= 1 + 2.0**-52
+    y_near_one = rng.uniform(-limit, limit, n) / np.log(np.abs(near_one))
+    xs = [x_pos, x_pos, x, x, x, x, near_one, -x_pos]
+    ys = [y_range, y_edge, y_int, y_half, y_wild, y_small, y_near_one, np.round(y_range)]
+    with np.errstate(over="ignore"):
+        x, y = np.concatenate(xs).astype(dtype), np.concatenate(ys).astype(dtype)
+    keep = np.isfinite(x) & np.isfinite(y) & (x != 0)
+    return x[keep], y[keep]
+
+
+_POW_HARD = [(1 + 2.0**-52, 2.0**60), (1 - 2.0**-53, -2.0**61), (1 + 1e-10, 7.09e12), (1 - 1e-10, 7.45e12),
+             (2.0, 1023.9999999), (2.0, 1024.0), (2.0, -1022.0), (2.0, -1022.5), (2.0, -1074.0), (2.0, -1074.9),
+             (2.0, -1075.0), (2.0, -1076.0), (10.0, 308.25), (10.0, -307.6), (10.0, -323.5), (0.5, 1074.2),
+             (-2.0, 1023.0), (-2.0, 1025.0), (-2.0, -1075.0), (-2.0, -1073.0), (-0.5, 1023.0), (-1.0000001, 1e9 + 1),
+             (-1 - 2.0**-52, 2.0**53 + 2), (-1 - 2.0**-52, 2.0**53 - 1), (0.8944, 0.5), (0.8944272, 1000.0),
+             (1.118, -2000.0), (1.118034, 3000.0), (math.sqrt(2), 2040.0), (math.sqrt(0.5), -2040.0),
+             (2.2250738585072014e-308, 0.99), (2.2250738585072014e-308, -1.0), (1e-310, 0.5), (5e-324, 1.0 / 3),
+             (5e-324, -0.5), (1.7976931348623157e308, 0.999), (1.7976931348623157e308, -1.0), (7.0, 1 / 3),
+             (27.0, 1 / 3), (-8.0, 1 / 3), (1e300, 1.0 / 300), (9.0, 0.5), (2.0, 0.5), (3.0, 2.0), (1e22, 14.0),
+             (123.456, -147.3), (0.999, 709000.0), (1.001, 709000.0), (1.001, -745000.0)]
+
+
+def _pow_hard():
+    x, y = (np.array(column) for column in zip(*_POW_HARD))
+    with np.errstate(over="ignore"):
+        near = [(np.nextafter(x, np.inf), y), (np.nextafter(x, -np.inf), y), (x, np.nextafter(y, np.inf)),
+                (x, np.nextafter(y, -np.inf)), (x * (1 + 1e-12), y), (x, y * (1 - 1e-12))]
+    return np.concatenate([x] + [a for a, _ in near]), np.concatenate([y] + [b for _, b in near])
+
+
+_POW_SPECIAL = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0, -3.0, 1.5, -1.5,
+                         0.25, 2.0**53, 2.0**53 + 2, -(2.0**53) - 2, 2.0**53 - 1, 1e300, -1e300, 5e-324, -5e-324,
+                         1e-310, 2.2250738585072014e-308, 1.7976931348623157e308, -1.7976931348623157e308, 1075.0,
+                         -1075.0, 710.0, -746.0, 0.3, 3.4028234663852886e38, 1.401298464324817e-45])
+"""Every pair (x, y) of these covers the C99 special cases of pow (zeros, infinities, NaN, x = +-1, odd and even
+integer, non-integer y, exponents beyond 2^53, overflow and underflow)."""
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_pow_dense_2d_samples_within_2_ulp_of_mpmath(dtype):
+    x, y = _pow_samples(dtype)
+    got = evaluate("pow", x, y)
+    ref = _pow_reference(x, y)
+    error = ulp_error(got, ref, dtype)
+    assert error.max() <= MAX_ULP, _report("pow", dtype, list(zip(x, y)), got, ref, error)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_pow_hard_cases_within_2_ulp_of_mpmath(dtype):
+    x, y = _pow_hard()
+    with np.errstate(over="ignore"):
+        x, y = x.astype(dtype), y.astype(dtype)
+    got = evaluate("pow", x, y)
+    ref = _pow_reference(x, y)
+    error = ulp_error(got, ref, dtype)
+    assert error.max() <= MAX_ULP, _report("pow", dtype, list(zip(x, y)), got, ref, error)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_pow_special_values_as_c99(dtype):
+    """Every pair of special values: C99's exact value (signed zeros, infinities, NaN, 1), within 2 ulp if finite."""
+    with np.errstate(over="ignore"):
+        y, x = (grid.ravel().copy() for grid in np.meshgrid(_POW_SPECIAL.astype(dtype), _POW_SPECIAL.astype(dtype)))
+    got = evaluate("pow", x, y)
+    ref = _pow_reference(x, y)
+    error = ulp_error(got, ref, dtype)
+    assert error.max() <= MAX_ULP, _report("pow", dtype, list(zip(x, y)), got, ref, error)
+    special = np.isnan(ref) | np.isinf(ref) | (ref == 0) | (ref == 1)
+    assert np.array_equal(got[special].astype(np.float64), ref[special].astype(np.float64), equal_nan=True)
+    signed = special & ~np.isnan(ref)
+    assert np.array_equal(np.signbit(got[signed]), np.signbit(ref[signed]))
+
+
+@pytest.mark.parametrize("x, y, expected", [
+    (0.0, -3.0, math.inf), (-0.0, -3.0, -math.inf), (-0.0, -2.0, math.inf), (-0.0, -0.5, math.inf),
+    (-0.0, -math.inf, math.inf), (0.0, 3.0, 0.0), (-0.0, 3.0, -0.0), (-0.0, 2.0, 0.0), (-0.0, 0.5, 0.0),
+    (-1.0, math.inf, 1.0), (-1.0, -math.inf, 1.0), (1.0, math.nan, 1.0), (1.0, -math.inf, 1.0),
+    (math.nan, 0.0, 1.0), (math.nan, -0.0, 1.0), (math.inf, 0.0, 1.0), (-2.0, 0.5, math.nan),
+    (-8.0, 1 / 3, math.nan), (0.5, -math.inf, math.inf), (-0.5, -math.inf, math.inf), (2.0, -math.inf, 0.0),
+    (0.5, math.inf, 0.0), (-2.0, math.inf, math.inf), (-math.inf, -3.0, -0.0), (-math.inf, -2.0, 0.0),
+    (-math.inf, -0.5, 0.0), (-math.inf, 3.0, -math.inf), (-math.inf, 2.0, math.inf), (-math.inf, 0.5, math.inf),
+    (math.inf, -1.0, 0.0), (math.inf, 0.5, math.inf), (math.nan, 1.0, math.nan), (2.0, math.nan, math.nan),
+    (-2.0, 3.0, -8.0), (-2.0, -3.0, -0.125), (-2.0, 2.0, 4.0), (-3.0, 1025.0, -math.inf),
+    (-3.0, 1024.0, math.inf), (-3.0, -1025.0, -0.0), (-3.0, -1024.0, 0.0), (10.0, 400.0, math.inf),
+    (10.0, -400.0, 0.0), (2.0, 1e300, math.inf), (-2.0, 1e300, math.inf), (0.5, 1e300, 0.0), (-0.5, 1e300, 0.0),
+    (-2.0, 2.0**53 + 2, math.inf), (-(2.0**-60), 2.0**60 + 1, 0.0), (4.0, 0.5, 2.0), (1e-310, 0.0, 1.0)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_pow_special_case_exactly(x, y, expected, dtype):
+    n = WIDTHS[dtype] + 1  # the vector path and the scalar tail
+    with np.errstate(over="ignore", under="ignore"):
+        got = evaluate("pow", np.full(n, x, dtype=dtype), np.full(n, y, dtype=dtype))
+        expected = dtype(expected)
+    for value in got:
+        assert (np.isnan(value) and np.isnan(expected)) or (
+            value == expected and np.signbit(value) == np.signbit(expected)), (x, y, got)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_pow_scalar_and_vector_paths_are_bit_identical(dtype):
+    x, y = _pow_samples(dtype, n=500, seed=8)
+    with np.errstate(over="ignore"):
+        sy, sx = (grid.ravel() for grid in np.meshgrid(_POW_SPECIAL.astype(dtype), _POW_SPECIAL.astype(dtype)))
+    order = np.random.default_rng(9).permutation(x.size + sx.size)  # fast and libm lanes mixed in each vector
+    x, y = np.concatenate([x, sx])[order], np.concatenate([y, sy])[order]
+    for width in (None, 2, 4):
+        assert np.array_equal(evaluate("pow", x, y, width=width).view(f"u{x.itemsize}"),
+                              evaluate("pow", x, y, vector=False).view(f"u{x.itemsize}"))
+
+
 def test_inlined_and_called_functions_give_the_same_bits(monkeypatch):
     x = np.concatenate([_dense_samples("sin", np.float64, n=500, seed=6), SPECIAL])
     called = evaluate("sin", x)
@@ -366,13 +576,14 @@ def test_each_function_is_built_once_per_module_and_declares_its_libm_fallback()
     assert "llvm.vector.reduce.or.v8i1" in text
 
 
-@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+@pytest.mark.parametrize("name", sorted(vecmath.FUNCTIONS))
 def test_ir_has_no_fast_math_flags(name):
     module = ir.Module()
-    for value_type in (ir.DoubleType(), ir.VectorType(ir.FloatType(), 16)):
-        function = ir.Function(module, ir.FunctionType(value_type, [value_type]), f"f{value_type}")
+    n_args = 2 if name in ("atan2", "pow") else 1
+    for value_type in (ir.DoubleType(), ir.VectorType(ir.FloatType(), 16), ir.VectorType(ir.DoubleType(), 8)):
+        function = ir.Function(module, ir.FunctionType(value_type, [value_type] * n_args), f"f{value_type}")
         builder = ir.IRBuilder(function.append_basic_block())
-        builder.ret(vecmath.emit(builder, name, [function.args[0]]))
+        builder.ret(vecmath.emit(builder, name, list(function.args)))
     text = str(module)
     for flag in (" fast ", " reassoc ", " nnan ", " ninf ", " nsz ", " arcp ", " contract ", " afn "):
         assert flag not in text
