@@ -6,6 +6,8 @@ printing nor Numba compilation.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import inspect
 import itertools
@@ -104,13 +106,27 @@ def _recorded_signature(kernel: Kernel) -> Signature:
 def _generate(signature: Signature, key: str, started: float, methods=BASE_METHODS):
     """Differentiate and print: what a cache hit skips."""
     derived_at = time.perf_counter()
-    derivation = derive(signature, methods)
-    printed_at = time.perf_counter()
-    module = generate(derivation, key)
+    with _collector_paused():
+        derivation = derive(signature, methods)
+        printed_at = time.perf_counter()
+        module = generate(derivation, key)
     done_at = time.perf_counter()
     log.info("compiled %s: signature+key %.3f s, derive %.3f s, codegen %.3f s",
              signature.name or key[:12], derived_at - started, printed_at - derived_at, done_at - printed_at)
     return module
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cycle collector off while SymPy builds and drops millions of objects that hold no cycles
+    worth collecting: its full passes took 10% of compiling a 1152-state Brusselator (3.4 s -> 3.0 s)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def kernel(fn: Callable | None = None, *, wrt=None, name=None, cache=None, dtype="float64", **shapes):
