@@ -43,6 +43,7 @@ import operator
 from llvmlite import binding, ir
 from numba import types as numba_types
 from numba.core import cgutils
+from numba.core import config as numba_config
 from numba.core.typing import signature
 from numba.extending import intrinsic, register_jitable
 
@@ -100,11 +101,15 @@ def core(method: str, code: str, dtype: str):
 
 
 def lanes(dtype: str) -> int:
-    """Points a batch driver computes at once: the values of one vector register of this CPU.
+    """Points a batch driver computes at once: the values of one vector register of the CPU Numba
+    compiles for (this one, unless ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` name another).
 
     Numba's cache keys machine code by the CPU, so a cached kernel built for one
     width is never loaded on a CPU with another."""
-    features = binding.get_host_cpu_features()
+    if numba_config.CPU_NAME or numba_config.CPU_FEATURES:
+        features = {flag[1:]: flag[0] == "+" for flag in (numba_config.CPU_FEATURES or "").split(",") if flag}
+    else:
+        features = binding.get_host_cpu_features()
     bits = 512 if features.get("avx512f") else 256 if features.get("avx") else 128
     return bits // (64 if dtype == "float64" else 32)
 

@@ -116,3 +116,12 @@ def test_the_ir_of_a_batch_core_computes_on_vectors_of_lanes_points():
     assert "<8 x double>" not in kernel.ir("vjp")
     with pytest.raises(ValueError, match="lanes must be"):
         kernel.ir("vjp", lanes=3)
+
+
+@pytest.mark.parametrize(("features", "expected"), [("+avx512f,+avx2,+avx", 8), ("-avx512f,+avx2,+avx", 4), ("", 2)])
+def test_the_width_follows_the_cpu_numba_is_told_to_compile_for(monkeypatch, features, expected):
+    from numba.core import config
+    monkeypatch.setattr(config, "CPU_NAME", "x86-64")
+    monkeypatch.setattr(config, "CPU_FEATURES", features)
+    assert ir.lanes("float64") == expected
+    assert ir.lanes("float32") == 2 * expected
