@@ -28,6 +28,7 @@ INPUTS = {  # typical arguments: the fast paths (huge and special values go to l
     "sin": (-10, 10), "cos": (-10, 10), "tan": (-10, 10), "exp": (-50, 50), "expm1": (-2, 2), "log": (1e-3, 1e3),
     "log1p": (-0.5, 10), "tanh": (-5, 5), "sinh": (-5, 5), "cosh": (-5, 5), "atan": (-10, 10), "asin": (-1, 1),
     "acos": (-1, 1), "atan2": (-10, 10), "pow": ((0, 10), (-10, 10)), "erf": (-4, 4), "erfc": (-4, 8),
+    "asinh": (-10, 10), "acosh": (1, 10), "atanh": (-1, 1),
 }
 """(low, high) of uniform samples; for pow, one pair per argument (x, y)."""
 TWO_ARGUMENTS = ("atan2", "pow")

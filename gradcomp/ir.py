@@ -119,9 +119,10 @@ def block(method: str, code: str, dtype: str, width: int):
     ``method`` at once, each value a vector of ``width`` lanes; lanes past ``n - 1`` compute a copy of
     point ``n - 1`` and store nowhere.  Arguments as for ``core``.
 
-    The core reads and writes struct-of-arrays blocks (one vector per scalar of a row).  A full block
-    of contiguous rows moves between rows and lanes by ``width x width`` transposes in registers; a
-    shared row (step 0) is broadcast; the last, partial block goes lane by lane."""
+    The core gets a pointer to ``width`` contiguous rows per block and moves them between rows and
+    lanes itself (``_Lanes``).  A full block of rows given per point is read and written in place; a
+    shared row (step 0) and the last, partial block go through a scratch block of rows.  With
+    ``width`` 1 the block is the scalar core on one point."""
     numba_type = _TYPES[dtype]
 
     @intrinsic
