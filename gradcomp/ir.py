@@ -293,19 +293,6 @@ class _Lanes:
         return parts[0]
 
 
-def _llvm_intrinsic(module, name, value_type):
-    """``llvm.<name>`` of one argument, for a scalar or vector floating-point type."""
-    scalar = value_type.element if isinstance(value_type, ir.VectorType) else value_type
-    suffix = {ir.DoubleType: "f64", ir.FloatType: "f32"}[type(scalar)]
-    if isinstance(value_type, ir.VectorType):
-        suffix = f"v{value_type.count}{suffix}"
-    full_name = f"llvm.{name}.{suffix}"
-    try:
-        return module.get_global(full_name)
-    except KeyError:
-        return ir.Function(module, ir.FunctionType(value_type, [value_type]), full_name)
-
-
 def _indices(values):
     return ir.Constant(ir.VectorType(ir.IntType(32), len(values)), list(values))
 
@@ -494,7 +481,7 @@ class _Emitter:
         return self._llvm_intrinsic("ceil", a)
 
     def _llvm_intrinsic(self, name, a):
-        return self.builder.call(_llvm_intrinsic(self.builder.module, name, self.value_type), [self._ref(a)],
+        return self.builder.call(vecmath.intrinsic(self.builder.module, name, self.value_type), [self._ref(a)],
                                  name=self.name)
 
     def _op_call(self, function, *args):
@@ -502,7 +489,7 @@ class _Emitter:
         batch gives each point's single-point result); Numba's, lane by lane, otherwise."""
         values = [self._ref(a) for a in args]
         if function in _INSTRUCTION_CALLS:
-            return self.builder.call(_llvm_intrinsic(self.builder.module, function, self.value_type), values,
+            return self.builder.call(vecmath.intrinsic(self.builder.module, function, self.value_type), values,
                                      name=self.name)
         result = vecmath.emit(self.builder, function, values)
         if result is not None:

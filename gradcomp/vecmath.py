@@ -41,7 +41,7 @@ import math
 
 from llvmlite import ir
 
-__all__ = ["FUNCTIONS", "INLINE", "emit"]
+__all__ = ["FUNCTIONS", "INLINE", "emit", "intrinsic"]
 
 INLINE = False
 """Mark the vector functions ``alwaysinline``; by default they are ``noinline`` internal functions, called.
@@ -221,8 +221,6 @@ class _Lanes:
         self.ielement = _I32 if self.single else _I64
         self.itype = ir.VectorType(self.ielement, self.width) if self.width else self.ielement
         self.mtype = ir.VectorType(_I1, self.width) if self.width else _I1
-        name = "f32" if self.single else "f64"
-        self.suffix = f"v{self.width}{name}" if self.width else name
 
     def like(self, element: ir.Type) -> "_Lanes":
         """The helpers for ``element`` lanes of the same width (float <-> double)."""
@@ -241,11 +239,7 @@ class _Lanes:
         return ir.Constant(self.ielement, value)
 
     def _intrinsic(self, name, n_args):
-        full = f"llvm.{name}.{self.suffix}"
-        try:
-            return self.module.get_global(full)
-        except KeyError:
-            return ir.Function(self.module, ir.FunctionType(self.ftype, [self.ftype] * n_args), full)
+        return intrinsic(self.module, name, self.ftype, n_args)
 
     # floating point
     def add(self, a, b):
@@ -1140,6 +1134,15 @@ def _via_double(module: ir.Module, name: str, function_type: ir.FunctionType) ->
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     builder.ret(_call_in_double(builder, name, function.args, _F32))
     return function
+
+
+def intrinsic(module: ir.Module, name: str, value_type: ir.Type, n_args: int = 1) -> ir.Function:
+    """``llvm.<name>`` on ``value_type`` (double, float or a vector of them), declared once per module."""
+    full = f"llvm.{name}.{_type_suffix(value_type)}"
+    try:
+        return module.get_global(full)
+    except KeyError:
+        return ir.Function(module, ir.FunctionType(value_type, [value_type] * n_args), full)
 
 
 def emit(builder: ir.IRBuilder, name: str, args: list[ir.Value]) -> ir.Value | None:
