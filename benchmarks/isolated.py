@@ -373,7 +373,9 @@ def main(argv=None) -> None:
     for path in (out, raw):
         path.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps({"options": {k: v for k, v in vars(options).items() if k != "probe"},
-                               "skipped": skipped, "runs": [r for results in runs.values() for r in results]},
+                               "skipped": skipped,
+                               "runs": [{k: v for k, v in r.items() if k != "vjp"}  # the checked values: not kept
+                                        for results in runs.values() for r in results]},
                               indent=1))  # first: the raw numbers survive a failure of the report
     out.write_text(render(runs, options, skipped))
     print(out.read_text())
