@@ -34,6 +34,6 @@ def test_isolated_benchmark_tiny_run(tmp_path):
         assert isinstance(run["lanes"], int) or run["lanes"] == "-"
         assert run["isa"] and run["cpu_name"]
         assert run["foreign_modules"] == []  # neither torch nor JAX in gradcomp's process
-        assert len(run["vjp"]) == 64 and len(run["vjp"][0]) == 3
+        assert "vjp" not in run  # the checked rows are compared, not kept
         assert run["max_rel_diff"] < (1e-9 if run["dtype"] == "float64" else 1e-4)
         assert run["flagged"] is False
