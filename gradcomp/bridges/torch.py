@@ -21,7 +21,14 @@ Higher derivatives: the backward is itself differentiable (``create_graph=True``
 whose backward is the kernel's ``vjp_jvp`` (J w for the cotangent, the
 second-order term vᵀ(∂²y)w for the arguments), derived when first needed.  A
 third derivative is not available.  Forward mode through ``torch.autograd.forward_ad``
-(dual tensors) runs the kernel's ``jvp``; ``torch.func`` transforms are not supported.
+(dual tensors) runs the kernel's ``jvp``.
+
+``torch.func`` transforms of first order work: ``vmap`` (the kernel broadcasts the
+mapped dimension like any batch dimension), ``grad``, ``vjp``, ``jacrev``, ``jvp`` and
+``jacfwd``.  NumPy sees only plain tensors: each rule runs the kernel inside a
+Function's ``forward``, which ``torch.func`` calls with its wrappers removed.
+Second order: ``torch.func.hessian`` (forward over reverse) runs the kernel's ``vjp_jvp``
+as the forward-mode rule of the VJP.
 """
 
 from __future__ import annotations
@@ -98,16 +105,40 @@ class _KernelFunction(torch.autograd.Function):
     def jvp(ctx, kernel_tangent, wrt_tangent, *tangents):
         kernel, wrt = ctx.kernel, ctx.wrt
         for index, tangent in enumerate(tangents):
-            if tangent is not None and index not in wrt and bool(torch.any(tangent != 0)):  # functorch passes zeros
+            if tangent is not None and index not in wrt and _nonzero(tangent):  # functorch passes zeros
                 raise ValueError(
                     f"argument {kernel.arg_names[index]!r} of {describe(kernel)} has a forward-mode tangent but "
                     f"is not among the kernel's wrt ({', '.join(kernel.arg_names[i] for i in wrt)}); compile with "
                     f"wrt including it, or pass it without a tangent.")
-        arrays = [_to_numpy(t, kernel.dtype) for t in ctx.saved_tensors]
-        spread = [_to_numpy(tangents[i], kernel.dtype) if tangents[i] is not None
-                  else np.zeros(kernel.arg_shapes[i], kernel.dtype) for i in wrt]
-        value = kernel.jvp(*arrays, spread[0] if len(wrt) == 1 else tuple(spread))
-        return torch.from_numpy(np.asarray(value)).to(ctx.output_dtype)
+        tensors = ctx.saved_tensors
+        spread = [tangents[i] if tangents[i] is not None else torch.zeros_like(tensors[i]) for i in wrt]
+        return _JVPFunction.apply(kernel, wrt, *tensors, *spread).to(ctx.output_dtype)
+
+    @staticmethod
+    def vmap(info, in_dims, kernel, wrt, *tensors):
+        cores = kernel.arg_shapes
+        return _KernelFunction.apply(kernel, wrt, *_mapped_first(in_dims[2:], tensors, cores)), 0
+
+
+class _JVPFunction(torch.autograd.Function):
+    """J t: the kernel's JVP of the arguments and one tangent per wrt argument (forward mode's rule)."""
+
+    @staticmethod
+    def forward(kernel, wrt, *tensors_and_tangents):
+        n = len(kernel.arg_shapes)
+        arrays = [_to_numpy(t, kernel.dtype) for t in tensors_and_tangents]
+        tangents = arrays[n:]
+        value = kernel.jvp(*arrays[:n], tangents[0] if len(wrt) == 1 else tuple(tangents))
+        return torch.from_numpy(np.asarray(value)).to(_result_dtype(kernel, tensors_and_tangents[:n]))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def vmap(info, in_dims, kernel, wrt, *tensors_and_tangents):
+        cores = list(kernel.arg_shapes) + [kernel.arg_shapes[i] for i in wrt]
+        return _JVPFunction.apply(kernel, wrt, *_mapped_first(in_dims[2:], tensors_and_tangents, cores)), 0
 
 
 class _VJPFunction(torch.autograd.Function):
@@ -118,15 +149,42 @@ class _VJPFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, kernel, wrt, cotangent, *tensors):
-        ctx.kernel, ctx.wrt = kernel, wrt
-        ctx.save_for_backward(cotangent, *tensors)
+    def forward(kernel, wrt, cotangent, *tensors):
         arrays = [_to_numpy(t, kernel.dtype) for t in tensors]
         vjps = kernel.vjp(*arrays, _to_numpy(cotangent, kernel.dtype))
         if len(wrt) == 1:
             vjps = (vjps,)
         dtype = _result_dtype(kernel, tensors)
         return tuple(torch.from_numpy(np.ascontiguousarray(vjp)).to(dtype) for vjp in vjps)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        kernel, wrt, cotangent, *tensors = inputs
+        ctx.kernel, ctx.wrt = kernel, wrt
+        ctx.save_for_backward(cotangent, *tensors)
+        ctx.save_for_forward(cotangent, *tensors)
+
+    @staticmethod
+    def vmap(info, in_dims, kernel, wrt, cotangent, *tensors):
+        cores = [kernel.out_shape, *kernel.arg_shapes]
+        vjps = _VJPFunction.apply(kernel, wrt, *_mapped_first(in_dims[2:], (cotangent, *tensors), cores))
+        return vjps, (0,) * len(vjps)
+
+    @staticmethod
+    def jvp(ctx, kernel_tangent, wrt_tangent, cotangent_tangent, *tangents):
+        """The tangent of vᵀJ along (dv, dx): dvᵀJ + vᵀ(∂²y)dx (forward over reverse: ``torch.func.hessian``)."""
+        kernel, wrt = ctx.kernel, ctx.wrt
+        cotangent, *tensors = ctx.saved_tensors
+        terms = []
+        if cotangent_tangent is not None:
+            terms.append(_VJPFunction.apply(kernel, wrt, cotangent_tangent, *tensors))
+        if any(tangents[i] is not None for i in wrt):
+            spread = [tangents[i] if tangents[i] is not None else torch.zeros_like(tensors[i]) for i in wrt]
+            terms.append(_SecondOrderFunction.apply(kernel, wrt, cotangent, *tensors, *spread))
+        if not terms:
+            return tuple(torch.zeros_like(tensors[i]) for i in wrt)
+        return tuple(sum(parts) for parts in zip(*terms))
+
 
     @staticmethod
     @once_differentiable
@@ -155,6 +213,54 @@ class _VJPFunction(torch.autograd.Function):
         if wants_v:
             grad_v = torch.from_numpy(sum_to_shape(np.asarray(jvp), tuple(cotangent.shape))).to(cotangent.dtype)
         return (None, None, grad_v, *grads)
+
+
+class _SecondOrderFunction(torch.autograd.Function):
+    """vᵀ(∂²y)t per wrt argument: the second result of the kernel's ``vjp_jvp``."""
+
+    @staticmethod
+    def forward(kernel, wrt, cotangent, *tensors_and_tangents):
+        n = len(kernel.arg_shapes)
+        arrays = [_to_numpy(t, kernel.dtype) for t in tensors_and_tangents]
+        tangents = arrays[n:]
+        _, second = kernel.vjp_jvp(*arrays[:n], _to_numpy(cotangent, kernel.dtype),
+                                   tangents[0] if len(wrt) == 1 else tuple(tangents))
+        second = (second,) if len(wrt) == 1 else second
+        dtype = _result_dtype(kernel, tensors_and_tangents[:n])
+        return tuple(torch.from_numpy(np.ascontiguousarray(term)).to(dtype) for term in second)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def vmap(info, in_dims, kernel, wrt, cotangent, *tensors_and_tangents):
+        cores = [kernel.out_shape, *kernel.arg_shapes, *(kernel.arg_shapes[i] for i in wrt)]
+        terms = _SecondOrderFunction.apply(
+            kernel, wrt, *_mapped_first(in_dims[2:], (cotangent, *tensors_and_tangents), cores))
+        return terms, (0,) * len(terms)
+
+def _mapped_first(in_dims, tensors, cores) -> list:
+    """``torch.func.vmap``'s mapped dimension of each tensor moved to the front, with size-1 dimensions
+    after it so that it stands before every batch dimension of the result; unmapped tensors broadcast."""
+    batch_ndims = [t.ndim - (d is not None) - len(core) for t, d, core in zip(tensors, in_dims, cores)]
+    depth = max(batch_ndims)
+    moved = []
+    for tensor, dim, ndim in zip(tensors, in_dims, batch_ndims):
+        if dim is not None:
+            tensor = tensor.movedim(dim, 0)
+            tensor = tensor.reshape(tensor.shape[:1] + (1,) * (depth - ndim) + tensor.shape[1:])
+        moved.append(tensor)
+    return moved
+
+
+def _nonzero(tangent: torch.Tensor) -> bool:
+    """Whether a tangent has a nonzero entry; under ``torch.func.vmap`` (no data-dependent control flow)
+    assume it has."""
+    try:
+        return bool(torch.any(tangent != 0))
+    except RuntimeError:
+        return True
 
 
 def _as_cpu_tensor(kernel, name: str, value) -> torch.Tensor:
