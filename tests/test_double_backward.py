@@ -2,6 +2,7 @@
 
 import pytest
 import sympy as sp
+from tanh_layer import tanh_layer_kernel, tanh_layer_reference
 
 import gradcomp as gc
 
@@ -11,14 +12,10 @@ forward_ad = pytest.importorskip("torch.autograd.forward_ad")
 
 @pytest.fixture(scope="module")
 def layer():
-    @gc.kernel(x=3, W=(2, 3), b=2, wrt=("x", "W"), cache=False)
-    def tanh_layer(x, W, b):
-        return [sp.tanh(sum(W[i, j] * x[j] for j in range(3)) + b[i]) * x[0] for i in range(2)]
-    return tanh_layer
+    return tanh_layer_kernel()
 
 
-def reference(x, W, b):
-    return torch.tanh(x @ W.T + b) * x[..., :1]
+reference = tanh_layer_reference
 
 
 def inputs(seed=0):
