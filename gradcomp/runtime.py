@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import math
 import os
 import sys
 import threading
@@ -43,7 +44,7 @@ class _Method:
     """A generated method's calling convention, read once from its MethodRecord (the module's META)."""
 
     __slots__ = ("name", "inputs", "outputs", "cores", "rows_are_results", "parallel_min_points", "layout",
-                 "point", "point_ready", "serial", "parallel", "parallel_started")
+                 "point", "point_ready", "serial", "parallel", "parallel_started", "pace")
 
     def __init__(self, name: str, info):
         self.name = name
@@ -55,6 +56,43 @@ class _Method:
         self.layout = info.layout
         self.point = self.serial = self.parallel = None
         self.point_ready = self.parallel_started = False
+        self.pace = _Pace()
+
+
+class _Pace:
+    """Which driver runs a large batch: the parallel one, unless its last two runs were both slower per
+    point than the serial one, as when other processes hold the cores.  Measured on 2 cores with one
+    busy process beside: mlp8x16x4's VJP ran 0.3 Mpts/s on two threads at N = 2000 (each call waited a
+    scheduler slice for the second thread) and 18 Mpts/s on one.  Two runs, because one may be slow
+    for other reasons (the first touch of a new output's pages); a slow parallel driver is tried
+    again every ``RETRY``-th batch, and the serial one is timed once if it never ran a large batch."""
+
+    RETRY = 8
+    __slots__ = ("serial", "parallel", "skipped", "parallel_runs")
+
+    def __init__(self):
+        self.serial = None  # seconds per point of the last large batch on the serial driver
+        self.parallel = (math.inf, math.inf)  # ... of the last two on the parallel driver
+        self.skipped = 0
+        self.parallel_runs = 0
+
+    def parallel_wanted(self) -> bool:
+        fastest = min(self.parallel)
+        if fastest == math.inf or (self.serial is not None and fastest <= self.serial):
+            return self.serial is not None or self.parallel_runs < 3  # after a few runs: time the serial once
+        self.skipped += 1
+        if self.skipped >= self.RETRY:
+            self.skipped = 0
+            return True
+        return False
+
+    def record(self, parallel: bool, points: int, seconds: float) -> None:
+        if parallel:
+            self.parallel_runs += 1
+            if self.parallel_runs > 1:  # the first run starts the threads
+                self.parallel = (self.parallel[1], seconds / points)
+        else:
+            self.serial = seconds / points
 
 
 class Kernel:
@@ -492,7 +530,8 @@ class Kernel:
                     array = np.broadcast_to(array, batch + array.shape[len(shape):])  # rare: a partial broadcast
                 array = np.ascontiguousarray(array, dtype)
                 call_args += (array.reshape(1 if shared else points, size), 0 if shared else 1)
-            parallel = points >= method.parallel_min_points and not _parallel_off
+            large = points >= method.parallel_min_points
+            parallel = large and not _parallel_off and method.pace.parallel_wanted()
             args = (points, *call_args, *rows)
             if parallel and not method.parallel.signatures:
                 if not method.serial.signatures:
@@ -505,14 +544,14 @@ class Kernel:
             if parallel and _parallel_exclusive:
                 if _parallel_slot.acquire(blocking=False):
                     try:
-                        driver(*args)
+                        _timed(method, True, large, driver, args)
                     finally:
                         _parallel_slot.release()
                     return
-                driver = method.serial  # another thread holds the only parallel slot: this one runs on its own core
+                driver, parallel = method.serial, False  # the only parallel slot is taken: run on this core
                 if not driver.signatures:
                     self._ready(driver, False, args)
-            driver(*args)
+            _timed(method, parallel, large, driver, args)
             return
         inner = prod(batch[1:])
         step = max(1, CHUNK_BYTES // (point_bytes * inner))
@@ -598,6 +637,16 @@ def _shape_rows(method, rows) -> list:
     """The point function's flat result rows in their core shapes (a 0-d result as a NumPy scalar)."""
     return [row if len(shape) == 1 else row.reshape(shape) if shape else row[0]
             for row, (_, shape, _) in zip(rows, method.outputs)]
+
+
+def _timed(method, parallel: bool, large: bool, driver, args) -> None:
+    """Run a batch driver; a large batch's time per point steers the next choice of driver."""
+    if not large:
+        driver(*args)
+        return
+    started = time.perf_counter()
+    driver(*args)
+    method.pace.record(parallel, args[0], time.perf_counter() - started)
 
 
 def _first_call(kernel, function, args):
