@@ -111,7 +111,7 @@ class _KernelFunction(torch.autograd.Function):
                     f"is not among the kernel's wrt ({', '.join(kernel.arg_names[i] for i in wrt)}); compile with "
                     f"wrt including it, or pass it without a tangent.")
         tensors = ctx.saved_tensors
-        spread = [tangents[i] if tangents[i] is not None else torch.zeros_like(tensors[i]) for i in wrt]
+        spread = _wrt_tangents(wrt, tangents, tensors)
         return _JVPFunction.apply(kernel, wrt, *tensors, *spread).to(ctx.output_dtype)
 
     @staticmethod
@@ -128,7 +128,7 @@ class _JVPFunction(torch.autograd.Function):
         n = len(kernel.arg_shapes)
         arrays = [_to_numpy(t, kernel.dtype) for t in tensors_and_tangents]
         tangents = arrays[n:]
-        value = kernel.jvp(*arrays[:n], tangents[0] if len(wrt) == 1 else tuple(tangents))
+        value = kernel.jvp(*arrays[:n], _as_tangent(tangents))
         return torch.from_numpy(np.asarray(value)).to(_result_dtype(kernel, tensors_and_tangents[:n]))
 
     @staticmethod
@@ -179,12 +179,11 @@ class _VJPFunction(torch.autograd.Function):
         if cotangent_tangent is not None:
             terms.append(_VJPFunction.apply(kernel, wrt, cotangent_tangent, *tensors))
         if any(tangents[i] is not None for i in wrt):
-            spread = [tangents[i] if tangents[i] is not None else torch.zeros_like(tensors[i]) for i in wrt]
+            spread = _wrt_tangents(wrt, tangents, tensors)
             terms.append(_SecondOrderFunction.apply(kernel, wrt, cotangent, *tensors, *spread))
         if not terms:
             return tuple(torch.zeros_like(tensors[i]) for i in wrt)
         return tuple(sum(parts) for parts in zip(*terms))
-
 
     @staticmethod
     @once_differentiable
@@ -198,7 +197,7 @@ class _VJPFunction(torch.autograd.Function):
             return (None, None, None, *grads)
         arrays = [_to_numpy(t, kernel.dtype) for t in tensors]
         directions = [_to_numpy(w, kernel.dtype) for w in vjp_cotangents]  # torch materializes unused ones as 0
-        tangent = directions[0] if len(wrt) == 1 else tuple(directions)
+        tangent = _as_tangent(directions)
         if wanted:
             jvp, second = kernel.vjp_jvp(*arrays, _to_numpy(cotangent, kernel.dtype), tangent)
             second = (second,) if len(wrt) == 1 else second
@@ -224,7 +223,7 @@ class _SecondOrderFunction(torch.autograd.Function):
         arrays = [_to_numpy(t, kernel.dtype) for t in tensors_and_tangents]
         tangents = arrays[n:]
         _, second = kernel.vjp_jvp(*arrays[:n], _to_numpy(cotangent, kernel.dtype),
-                                   tangents[0] if len(wrt) == 1 else tuple(tangents))
+                                   _as_tangent(tangents))
         second = (second,) if len(wrt) == 1 else second
         dtype = _result_dtype(kernel, tensors_and_tangents[:n])
         return tuple(torch.from_numpy(np.ascontiguousarray(term)).to(dtype) for term in second)
@@ -239,6 +238,17 @@ class _SecondOrderFunction(torch.autograd.Function):
         terms = _SecondOrderFunction.apply(
             kernel, wrt, *_mapped_first(in_dims[2:], (cotangent, *tensors_and_tangents), cores))
         return terms, (0,) * len(terms)
+
+
+def _wrt_tangents(wrt, tangents, tensors) -> list:
+    """The tangent of each wrt argument, zeros for one that has none."""
+    return [tangents[i] if tangents[i] is not None else torch.zeros_like(tensors[i]) for i in wrt]
+
+
+def _as_tangent(tangents):
+    """Tangents of the wrt arguments as the kernel's methods take them: one, or a tuple of several."""
+    return tangents[0] if len(tangents) == 1 else tuple(tangents)
+
 
 def _mapped_first(in_dims, tensors, cores) -> list:
     """``torch.func.vmap``'s mapped dimension of each tensor moved to the front, with size-1 dimensions
