@@ -1086,9 +1086,11 @@ def _type_suffix(value_type: ir.Type) -> str:
     return f"v{value_type.count}{name}" if isinstance(value_type, ir.VectorType) else name
 
 
-def _function(module: ir.Module, name: str, value_type: ir.Type) -> ir.Function:
-    """``name`` for ``value_type``, built once per module (internal linkage)."""
-    function_name = f"gradcomp.vecmath.{name}.{_type_suffix(value_type)}"
+def _function(module: ir.Module, name: str, value_type: ir.Type, inline: bool) -> ir.Function:
+    """``name`` for ``value_type``, built once per module (internal linkage), inlined or called."""
+    vector = isinstance(value_type, ir.VectorType)
+    policy = "" if inline != vector else ".inline" if inline else ".call"  # scalars are inlined by default
+    function_name = f"gradcomp.vecmath.{name}.{_type_suffix(value_type)}{policy}"
     try:
         return module.get_global(function_name)
     except KeyError:
@@ -1103,19 +1105,19 @@ def _function(module: ir.Module, name: str, value_type: ir.Type) -> ir.Function:
         # the float wrapper (fpext, call, fptrunc) is always inlined: the call site calls the double function
         function.attributes.add("alwaysinline")
         builder = ir.IRBuilder(function.append_basic_block("entry"))
-        builder.ret(_call_in_double(builder, name, function.args, value_type))
+        builder.ret(_call_in_double(builder, name, function.args, value_type, inline))
         return function
-    function.attributes.add("alwaysinline" if INLINE or not isinstance(value_type, ir.VectorType) else "noinline")
+    function.attributes.add("alwaysinline" if inline else "noinline")
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     builders = _BUILDERS32 if single else _BUILDERS
     builder.ret(builders[name](_Lanes(builder, value_type), *function.args))
     return function
 
 
-def _call_in_double(builder: ir.IRBuilder, name: str, args, value_type: ir.Type):
+def _call_in_double(builder: ir.IRBuilder, name: str, args, value_type: ir.Type, inline: bool):
     """fptrunc(name(fpext(args))): the float function computed by the double one (about 0.5 ulp of float)."""
     double_type = ir.VectorType(_F64, value_type.count) if isinstance(value_type, ir.VectorType) else _F64
-    inner = _function(builder.module, name, double_type)
+    inner = _function(builder.module, name, double_type, inline)
     return builder.fptrunc(builder.call(inner, [builder.fpext(a, double_type) for a in args]), value_type)
 
 
@@ -1132,7 +1134,7 @@ def _via_double(module: ir.Module, name: str, function_type: ir.FunctionType) ->
     function.attributes.add("noinline")
     function.attributes.add("cold")
     builder = ir.IRBuilder(function.append_basic_block("entry"))
-    builder.ret(_call_in_double(builder, name, function.args, _F32))
+    builder.ret(_call_in_double(builder, name, function.args, _F32, True))
     return function
 
 
@@ -1145,13 +1147,17 @@ def intrinsic(module: ir.Module, name: str, value_type: ir.Type, n_args: int = 1
         return ir.Function(module, ir.FunctionType(value_type, [value_type] * n_args), full)
 
 
-def emit(builder: ir.IRBuilder, name: str, args: list[ir.Value]) -> ir.Value | None:
+def emit(builder: ir.IRBuilder, name: str, args: list[ir.Value], inline: bool | None = None) -> ir.Value | None:
     """``math.<name>(*args)`` lane by lane for args of type double, float, <W x double> or <W x float>.
 
-    Builds (once per module) an internal function in ``builder.module`` and calls it; declares there
+    Builds (once per module) an internal function in ``builder.module`` and calls it (``inline``: marked
+    ``alwaysinline`` or ``noinline``; by default scalars are inlined, vectors as ``INLINE`` says); declares there
     the scalar libm functions its fallback calls (``double @sin(double)`` ...) and the LLVM
     intrinsics it uses.  Returns None when ``name`` is not in ``FUNCTIONS``.
     """
     if name not in _BUILDERS:
         return None
-    return builder.call(_function(builder.module, name, args[0].type), list(args))
+    value_type = args[0].type
+    if inline is None:
+        inline = INLINE or not isinstance(value_type, ir.VectorType)
+    return builder.call(_function(builder.module, name, value_type, inline), list(args))

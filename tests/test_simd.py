@@ -108,6 +108,21 @@ def test_methods_with_huge_rows_run_one_point_a_block_and_agree_with_single_poin
         np.testing.assert_array_equal(hessian, kernel.hessian(point))
 
 
+def test_a_point_core_calls_its_math_functions_when_it_has_many_and_inlines_them_otherwise():
+    import sympy as sp
+    x = sp.symbols("x0:40")
+    kernel = gc.compile(sum(sp.sin(xi) ** 2 * (i + 1) for i, xi in enumerate(x)), [x], cache=False)
+    forward, vjp = kernel.ir("forward"), kernel.ir("vjp")  # 40 and 80 calls of sin and cos
+    assert 40 <= ir.INLINE_CALLS_MAX < 80
+    assert '@"gradcomp.vecmath.sin.f64"(' in forward and '.call"' not in forward
+    assert '@"gradcomp.vecmath.sin.f64.call"(' in vjp and '@"gradcomp.vecmath.cos.f64.call"(' in vjp
+    points = np.random.default_rng(4).uniform(-4, 4, (13, 40))
+    batch = kernel.vjp(points, 1.0)
+    np.testing.assert_allclose(batch, np.sin(2 * points) * np.arange(1, 41), rtol=1e-14, atol=1e-14)
+    for point, gradient in zip(points, batch):
+        np.testing.assert_array_equal(gradient, kernel.vjp(point, 1.0))
+
+
 def test_the_ir_of_a_batch_core_computes_on_vectors_of_lanes_points():
     import sympy as sp
     x, y = sp.symbols("x y")
