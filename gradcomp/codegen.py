@@ -24,6 +24,7 @@ from math import prod
 from typing import NamedTuple
 
 import sympy as sp
+from sympy.core.numbers import mlib
 from sympy.logic.boolalg import BooleanAtom
 
 from . import __version__
@@ -66,6 +67,14 @@ class Printer:
 
     def __init__(self, dtype: str):
         self.float32 = dtype == "float32"
+        self._statements: dict = {}  # value -> its text: the programs of one module share most assignments
+
+    def statement(self, value) -> str:
+        """``value`` printed once per module, however many programs assign it."""
+        text = self._statements.get(value)
+        if text is None:
+            text = self._statements[value] = self(value)
+        return text
 
     def literal(self, number) -> str:
         value = float(number)
@@ -177,8 +186,18 @@ def _terms(expr) -> list:
         coeff, rest = term.as_coeff_Mul()
         if rest.is_Number:
             coeff, rest = coeff * rest, None
-        terms.append((bool(coeff < 0), abs(coeff), rest))
+        terms.append((_negative(coeff), abs(coeff), rest))
     return sorted(terms, key=lambda item: item[0])
+
+
+def _negative(number) -> bool:
+    """``number < 0``, for SymPy numbers without SymPy's comparison (a sympify per call: this runs for
+    every term of every sum printed)."""
+    if number.is_Rational:
+        return number.p < 0
+    if number.is_Float:
+        return mlib.mpf_lt(number._mpf_, mlib.fzero)
+    return bool(number < 0)
 
 
 def _factors(expr) -> tuple:
@@ -186,7 +205,7 @@ def _factors(expr) -> tuple:
     coeff, factors = expr.as_coeff_mul()
     numerator = [f for f in factors if not (f.is_Pow and f.exp == -1)]
     denominator = [f.base for f in factors if f.is_Pow and f.exp == -1]
-    return coeff < 0, abs(coeff), numerator, denominator
+    return _negative(coeff), abs(coeff), numerator, denominator
 
 
 def _pairwise(signed: list, add, sub) -> tuple:
@@ -496,7 +515,7 @@ def _header(signature, meta) -> str:
 
 def listing(program: Program, printer: Printer) -> list[str]:
     """The program as statements people read: ``name = expression``, one per assignment."""
-    return [f"{a.target.name} = {printer(a.value)}" for a in program.assignments]
+    return [f"{a.target.name} = {printer.statement(a.value)}" for a in program.assignments]
 
 
 def _lanes(program: Program) -> str:
