@@ -69,6 +69,13 @@ grows much faster than linearly with blocks crossed by long-lived values: chain2
 chain12's VJP (48 calls) ran a point in 1.48 us inlined and 1.65 us called, compiling in 0.16 s and
 0.075 s; chain50's (200 calls) in 2.42 and 2.99 us, compiling in 0.87 and 0.10 s."""
 
+BARRIER_EVERY = 128
+"""Instructions between two empty ``asm sideeffect`` statements in a core.  Each is a barrier that no
+load or store crosses, so LLVM's schedulers and dead-store elimination, which compare every memory
+operation of a region with the others, see regions of this many instructions.  The Brusselator's
+sparse Jacobian (16 x 16 grid: 1 280 instructions, 3 072 stores) compiled in 3.9 s without them
+(2.2 s in the post-RA scheduler), 0.8-1.1 s with one every 50-200."""
+
 _TYPES = {"float64": numba_types.float64, "float32": numba_types.float32}
 
 
@@ -332,7 +339,46 @@ def _parse(code: str) -> _Program:
     inputs, outputs = lines[0].split(), lines[1].split()
     if inputs[0] != "in" or outputs[0] != "out":
         raise ValueError(f"instruction text must start with 'in' and 'out' lines, got {lines[:2]!r}")
-    return _Program([int(s) for s in inputs[1:]], [int(s) for s in outputs[1:]], lines[2:])
+    return _Program([int(s) for s in inputs[1:]], [int(s) for s in outputs[1:]], _schedule(lines[2:]))
+
+
+_LITERAL_ARGS = {"load": 2, "store": 2, "const": 1, "bool": 1, "call": 1}
+"""Per instruction, how many leading arguments are literals; the rest are indices of earlier values."""
+
+
+def _schedule(lines: list[str]) -> list[str]:
+    """The instructions reordered so that each store's value is computed just before the store: the
+    stores in their order, each preceded, depth first, by what it needs that is not computed yet.
+
+    The same operations on the same values, so the results are the same bit for bit; but a value no
+    longer waits from the forward sweep to the end of the reverse one.  LJ-24's VJP compiled in 0.6 s
+    instead of 0.7 (point) and 0.75 instead of 1.0 (batch), and ran a point in 2.3 us instead of 2.9."""
+    parsed = [line.split(" ") for line in lines if line]
+    done = [False] * len(parsed)
+    order = []
+    for root, (_, op, *_args) in enumerate(parsed):
+        if op != "store":
+            continue
+        stack = [(root, False)]
+        while stack:
+            index, operands_done = stack.pop()
+            if done[index]:
+                continue
+            if operands_done:
+                done[index] = True
+                order.append(index)
+                continue
+            stack.append((index, True))
+            _, op, *args = parsed[index]
+            stack.extend((int(t), False) for t in reversed(args[_LITERAL_ARGS.get(op, 0):]) if not done[int(t)])
+    order += [index for index, finished in enumerate(done) if not finished]  # values no store needs
+    position = {old: new for new, old in enumerate(order)}
+    scheduled = []
+    for old in order:
+        name, op, *args = parsed[old]
+        literals = _LITERAL_ARGS.get(op, 0)
+        scheduled.append(" ".join([name, op, *args[:literals], *(str(position[int(t)]) for t in args[literals:])]))
+    return scheduled
 
 
 def _function(context, module, name, program, numba_type, width=1):
@@ -387,9 +433,10 @@ class _Emitter:
 
     def run(self, lines) -> None:
         values = self.values
-        for line in lines:
-            if not line:
-                continue
+        barrier = ir.FunctionType(ir.VoidType(), [])
+        for count, line in enumerate(lines, 1):
+            if count % BARRIER_EVERY == 0:
+                self.builder.asm(barrier, "", "", [], side_effect=True)
             name, op, *args = line.split(" ")
             self.name = "" if name == "-" else name
             values.append(getattr(self, f"_op_{op}")(*args))
