@@ -19,6 +19,7 @@ from math import prod
 from typing import NamedTuple
 
 import sympy as sp
+from sympy.core.basic import _args_sortkey
 from sympy.logic.boolalg import Boolean, BooleanAtom
 from sympy.matrices.expressions.matexpr import MatrixElement
 
@@ -196,8 +197,8 @@ class Graph:
             terms = []
             for term in expr.args:
                 coeff, rest = term.as_coeff_Mul()
-                terms.append(coeff * (rest if rest.is_Number else get(rest)))
-            return self.intern(sp.Add(*terms), hint)
+                terms.append(coeff * rest if rest.is_Number else _times(coeff, get(rest)))
+            return self.intern(_sum(terms), hint)
         if expr.is_Mul:
             return self._product(expr, hint)
         if expr.is_Pow:
@@ -229,6 +230,9 @@ class Graph:
                 coeff *= 1 / operand if reciprocal else operand
             else:
                 factors.append(operand**-1 if reciprocal else operand)
+        own = [a for a in expr.args if not a.is_Number]
+        if len(factors) == len(own) <= 2 and all(f in own for f in factors):
+            return self.intern(expr, hint)  # already one product of operands: rebuilding it gives itself
         factors.sort(key=lambda f: (f.is_Pow, _name(f.base if f.is_Pow else f)))  # numerators first: a*b/c
         while len(factors) > 2:
             factors[:2] = [self.intern(sp.Mul(*factors[:2]))]
@@ -256,10 +260,13 @@ class Graph:
         folds into the next product or sum (``a - b*c``) instead of costing a
         negation of its own.  Outputs are materialized with ``lower``.
         """
-        coeff, rest = sp.sympify(expr).as_coeff_Mul()
+        expr = sp.sympify(expr)
+        coeff, rest = expr.as_coeff_Mul()
         if rest.is_Add or rest.is_Number:
             return self.lower(expr, hint)
-        return coeff * self.lower(rest, hint)
+        if self.lowered.get(rest) is rest:  # a multiple of an operand already
+            return expr
+        return _times(coeff, self.lower(rest, hint))
 
     def active_from(self, sources) -> set:
         """Symbols whose value depends on any of ``sources``."""
@@ -307,7 +314,8 @@ class Graph:
                 (inner,) = inner
                 return sp.Piecewise(*((branch if branch == 0 or branch is sp.nan else coeff * inner * partial,
                                        condition) for branch, condition in gate.args))
-        return weight * partial
+        partial_coeff, partial_symbol = partial.as_coeff_Mul()
+        return _times(coeff * partial_coeff, symbol, partial_symbol) if symbol != partial_symbol else weight * partial
 
     def reverse_sweep(self, seeds, sources, active) -> list:
         """Adjoints of ``sources`` given ``(operand, cotangent)`` seeds: one VJP pass."""
@@ -318,7 +326,7 @@ class Graph:
         for target in reversed(self.ancestors([o for o, _ in seeds])):
             if target not in contributions:
                 continue
-            adjoint = self.scaled(sp.Add(*contributions.pop(target)), hint=f"{target}_bar")
+            adjoint = self.scaled(_sum(contributions.pop(target)), hint=f"{target}_bar")
             if adjoint == 0:
                 continue
             for operand in self.operands[target]:
@@ -326,7 +334,7 @@ class Graph:
                     term = self.chain(target, operand, adjoint)
                     if term != 0:
                         contributions[operand].append(term)
-        return [self.lower(sp.Add(*contributions.get(s, [])), hint=f"{s}_bar") for s in sources]
+        return [self.lower(_sum(contributions.get(s, [])), hint=f"{s}_bar") for s in sources]
 
     def forward_sweep(self, tangents: dict, outputs) -> list:
         """Tangents of ``outputs`` given tangents of some leaves: one JVP pass."""
@@ -334,7 +342,7 @@ class Graph:
         for target in self.ancestors(outputs):
             terms = [self.chain(target, s, tangent[s]) for s in self.operands[target] if s in tangent]
             if terms:
-                value = self.scaled(sp.Add(*terms), hint=f"{target}_dot")
+                value = self.scaled(_sum(terms), hint=f"{target}_dot")
                 if value != 0:
                     tangent[target] = value
         return [self.lower(tangent.get(o, sp.S.Zero)) for o in outputs]
@@ -396,9 +404,9 @@ def _unsupported_message(expr) -> str:
 def _partial(value, operand, target):
     """d value / d operand as a SymPy expression over operands (and ``target`` for the value)."""
     if value.is_Mul:
-        if value.has(operand**-1) and operand**-1 in value.args:
+        if any(a.is_Pow and a.exp is sp.S.NegativeOne and a.base == operand for a in value.args):
             return -target / operand  # d(a/b)/db = -(a/b)/b: reuse the quotient
-        return sp.diff(value, operand)
+        return _cofactor(value, operand)
     if value.is_Pow:
         base, exponent = value.args
         if operand == exponent and operand != base:
@@ -416,6 +424,59 @@ def _partial(value, operand, target):
         partials = rule.partials(value.args, target)
         return sp.Add(*(p for a, p in zip(value.args, partials) if a == operand))
     return sp.diff(value, operand).xreplace({value: target})
+
+
+def _cofactor(product, operand):
+    """d product / d operand where ``operand`` is one plain factor of a product of operands and their
+    powers: the other factors, as ``sp.diff`` gives them (a subset of canonically ordered factors is
+    canonically ordered) without SymPy's differentiation machinery; anything else goes to ``sp.diff``."""
+    others = [a for a in product.args if a is not operand]
+    simple = all(a.is_Number or a.is_Symbol or (a.is_Pow and a.base.is_Symbol and a.exp.is_Number
+                                                 and a.base != operand) for a in others)
+    if len(others) != len(product.args) - 1 or not simple or operand in others:
+        return sp.diff(product, operand)
+    if len(others) == 1:
+        return others[0]
+    return sp.Mul._from_args(others)
+
+
+def _times(coeff, *symbols):
+    """``coeff * symbols[0] * ...`` for a SymPy number and distinct symbols, as ``sp.Mul`` builds it
+    (coefficient first, the rest in SymPy's canonical order) without its general flatten, which is most
+    of a sweep's time: every derivative term is such a product.  Other operands go through ``sp.Mul``."""
+    symbols = [s for s in symbols if s is not sp.S.One]  # the rest of a number's as_coeff_Mul
+    plain = coeff.is_Rational or (coeff.is_Float and coeff._mpf_[1] != 0)  # Floats: finite and nonzero
+    if not plain or not all(s.is_Symbol for s in symbols) or len(set(symbols)) != len(symbols):
+        return sp.Mul(coeff, *symbols)
+    if coeff is sp.S.Zero:
+        return coeff
+    factors = sorted(symbols, key=_args_sortkey) if len(symbols) > 1 else symbols
+    if coeff is not sp.S.One or not factors:
+        factors.insert(0, coeff)
+    return factors[0] if len(factors) == 1 else sp.Mul._from_args(factors)
+
+
+def _sum(terms):
+    """``sp.Add(*terms)`` where the terms are multiples of distinct products of symbols (what sweeps and
+    lowering add): those terms, in SymPy's canonical order, without Add's general flatten, which would
+    take each term apart and build it again.  Other terms (numbers, like terms) go through ``sp.Add``."""
+    if len(terms) < 2:
+        return sp.Add(*terms)
+    rests = set()
+    for term in terms:
+        coeff, rest = term.as_coeff_Mul()
+        plain = coeff.is_Rational or (coeff.is_Float and coeff._mpf_[1] != 0)  # Floats: finite and nonzero
+        if not (plain and coeff is not sp.S.Zero and (rest.is_Symbol or (rest.is_Mul and _monomial(rest)))):
+            return sp.Add(*terms)
+        rests.add(rest)
+    if len(rests) < len(terms):
+        return sp.Add(*terms)
+    return sp.Add._from_args(sorted(terms, key=_args_sortkey))
+
+
+def _monomial(product) -> bool:
+    """A product of symbols and their numeric powers only."""
+    return all(a.is_Symbol or (a.is_Pow and a.base.is_Symbol and a.exp.is_Number) for a in product.args)
 
 
 def _dag_size(roots) -> tuple[int, int]:
