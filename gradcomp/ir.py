@@ -69,9 +69,19 @@ grows much faster than linearly with blocks crossed by long-lived values: chain2
 chain12's VJP (48 calls) ran a point in 1.48 us inlined and 1.65 us called, compiling in 0.16 s and
 0.075 s; chain50's (200 calls) in 2.42 and 2.99 us, compiling in 0.87 and 0.10 s."""
 
+LONG_PROGRAM = 2000
+"""Instructions from which a core is built for LLVM's sake rather than in derive's order: store by
+store (``_schedule``), with a memory barrier every ``BARRIER_EVERY`` instructions.
+
+Both keep what LLVM's backend costs near linear in the program's length, and change no operation.
+A shorter program keeps derive's order, whose adjacent independent work the CPU overlaps:
+rosenbrock32's VJP (about 400 instructions) ran batches at 43-48 Mpts/s in it against 22-31 store
+by store (one thread); from a few thousand instructions the store-by-store order runs as fast or
+faster (LJ-12, 2 500 instructions: 3.2 against 2.8 Mpts/s, a point in 1.40 against 1.66 us)."""
+
 BARRIER_EVERY = 128
-"""Instructions between two empty ``asm sideeffect`` statements in a core.  Each is a barrier that no
-load or store crosses, so LLVM's schedulers and dead-store elimination, which compare every memory
+"""Instructions between two empty ``asm sideeffect`` statements in a long core.  Each is a barrier that
+no load or store crosses, so LLVM's schedulers and dead-store elimination, which compare every memory
 operation of a region with the others, see regions of this many instructions.  The Brusselator's
 sparse Jacobian (16 x 16 grid: 1 280 instructions, 3 072 stores) compiled in 3.9 s without them
 (2.2 s in the post-RA scheduler), 0.8-1.1 s with one every 50-200."""
@@ -339,7 +349,9 @@ def _parse(code: str) -> _Program:
     inputs, outputs = lines[0].split(), lines[1].split()
     if inputs[0] != "in" or outputs[0] != "out":
         raise ValueError(f"instruction text must start with 'in' and 'out' lines, got {lines[:2]!r}")
-    return _Program([int(s) for s in inputs[1:]], [int(s) for s in outputs[1:]], _schedule(lines[2:]))
+    lines = [line for line in lines[2:] if line]
+    return _Program([int(s) for s in inputs[1:]], [int(s) for s in outputs[1:]],
+                    _schedule(lines) if len(lines) >= LONG_PROGRAM else lines)
 
 
 _LITERAL_ARGS = {"load": 2, "store": 2, "const": 1, "bool": 1, "call": 1}
@@ -353,7 +365,7 @@ def _schedule(lines: list[str]) -> list[str]:
     The same operations on the same values, so the results are the same bit for bit; but a value no
     longer waits from the forward sweep to the end of the reverse one.  LJ-24's VJP compiled in 0.6 s
     instead of 0.7 (point) and 0.75 instead of 1.0 (batch), and ran a point in 2.3 us instead of 2.9."""
-    parsed = [line.split(" ") for line in lines if line]
+    parsed = [line.split(" ") for line in lines]
     done = [False] * len(parsed)
     order = []
     for root, (_, op, *_args) in enumerate(parsed):
@@ -434,8 +446,9 @@ class _Emitter:
     def run(self, lines) -> None:
         values = self.values
         barrier = ir.FunctionType(ir.VoidType(), [])
+        every = BARRIER_EVERY if len(lines) >= LONG_PROGRAM else len(lines) + 1
         for count, line in enumerate(lines, 1):
-            if count % BARRIER_EVERY == 0:
+            if count % every == 0:
                 self.builder.asm(barrier, "", "", [], side_effect=True)
             name, op, *args = line.split(" ")
             self.name = "" if name == "-" else name
