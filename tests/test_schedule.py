@@ -20,8 +20,8 @@ TWO_TERMS = ["a load 0 0", "b load 0 1", "aa mul 0 0", "bb mul 1 1", "- store 0 
 
 
 def test_each_store_follows_the_instructions_it_needs():
-    assert ir._schedule(TWO_TERMS) == ["a load 0 0", "aa mul 0 0", "- store 0 0 1",
-                                       "b load 0 1", "bb mul 3 3", "- store 0 1 4"]
+    assert ir._schedule(TWO_TERMS) == ["b load 0 1", "bb mul 0 0", "- store 0 1 1",
+                                       "a load 0 0", "aa mul 3 3", "- store 0 0 4"]
 
 
 def test_scheduling_keeps_every_instruction_once_after_its_operands():
