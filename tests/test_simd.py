@@ -108,17 +108,21 @@ def test_methods_with_huge_rows_run_one_point_a_block_and_agree_with_single_poin
         np.testing.assert_array_equal(hessian, kernel.hessian(point))
 
 
-def test_a_point_core_calls_its_math_functions_when_it_has_many_and_inlines_them_otherwise():
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_point_core_calls_its_math_functions_when_it_has_many_and_inlines_them_otherwise(dtype):
     import sympy as sp
     x = sp.symbols("x0:40")
-    kernel = gc.compile(sum(sp.sin(xi) ** 2 * (i + 1) for i, xi in enumerate(x)), [x], cache=False)
+    kernel = gc.compile(sum(sp.sin(xi) ** 2 * (i + 1) for i, xi in enumerate(x)), [x], cache=False, dtype=dtype)
     forward, vjp = kernel.ir("forward"), kernel.ir("vjp")  # 40 and 80 calls of sin and cos
+    suffix = "f64" if dtype == "float64" else "f32"
     assert 40 <= ir.INLINE_CALLS_MAX < 80
-    assert '@"gradcomp.vecmath.sin.f64"(' in forward and '.call"' not in forward
-    assert '@"gradcomp.vecmath.sin.f64.call"(' in vjp and '@"gradcomp.vecmath.cos.f64.call"(' in vjp
-    points = np.random.default_rng(4).uniform(-4, 4, (13, 40))
+    assert f'@"gradcomp.vecmath.sin.{suffix}"(' in forward and '.call"' not in forward
+    assert f'@"gradcomp.vecmath.sin.{suffix}.call"(' in vjp and f'@"gradcomp.vecmath.cos.{suffix}.call"(' in vjp
+    points = np.random.default_rng(4).uniform(-4, 4, (13, 40)).astype(dtype)
     batch = kernel.vjp(points, 1.0)
-    np.testing.assert_allclose(batch, np.sin(2 * points) * np.arange(1, 41), rtol=1e-14, atol=1e-14)
+    tolerance = 1e-14 if dtype == "float64" else 2e-4
+    np.testing.assert_allclose(batch, np.sin(2 * points.astype(float)) * np.arange(1, 41), rtol=tolerance,
+                               atol=tolerance)
     for point, gradient in zip(points, batch):
         np.testing.assert_array_equal(gradient, kernel.vjp(point, 1.0))
 
