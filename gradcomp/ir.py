@@ -75,9 +75,10 @@ store (``_schedule``), with a memory barrier every ``BARRIER_EVERY`` instruction
 
 Both keep what LLVM's backend costs near linear in the program's length, and change no operation.
 A shorter program keeps derive's order, whose adjacent independent work the CPU overlaps:
-rosenbrock32's VJP (about 400 instructions) ran batches at 43-48 Mpts/s in it against 22-31 store
-by store (one thread); from a few thousand instructions the store-by-store order runs as fast or
-faster (LJ-12, 2 500 instructions: 3.2 against 2.8 Mpts/s, a point in 1.40 against 1.66 us)."""
+rosenbrock32's VJP (about 400 instructions) ran batches at 22-31 Mpts/s store by store, against
+37-55 in derive's order (fresh processes, one thread); from a few thousand instructions the
+store-by-store order runs as fast or faster (LJ-12, 2 500 instructions: 3.2 against 2.8 Mpts/s,
+a point in 1.40 against 1.66 us)."""
 
 BARRIER_EVERY = 128
 """Instructions between two empty ``asm sideeffect`` statements in a long core.  Each is a barrier that
@@ -449,9 +450,9 @@ class _Emitter:
     def run(self, lines) -> None:
         values = self.values
         barrier = ir.FunctionType(ir.VoidType(), [])
-        every = BARRIER_EVERY if len(lines) >= LONG_PROGRAM else len(lines) + 1
+        long = len(lines) >= LONG_PROGRAM
         for count, line in enumerate(lines, 1):
-            if count % every == 0:
+            if long and count % BARRIER_EVERY == 0:
                 self.builder.asm(barrier, "", "", [], side_effect=True)
             name, op, *args = line.split(" ")
             self.name = "" if name == "-" else name

@@ -45,7 +45,7 @@ __all__ = ["FUNCTIONS", "INLINE", "emit", "intrinsic"]
 
 INLINE = False
 """Mark the vector functions ``alwaysinline``; by default they are ``noinline`` internal functions, called.
-Scalar functions are always inlined.
+Scalar functions are inlined unless ``emit`` is told otherwise (``gradcomp.ir.INLINE_CALLS_MAX``).
 
 Measured (Zen 5, <8 x double> loops): calls run within a few percent of inlined code (the function
 is tens of vector instructions; arguments pass in registers), while 40 calls to 5 functions compile
