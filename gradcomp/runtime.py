@@ -20,6 +20,7 @@ from math import prod
 
 import numpy as np
 
+from .bridges.dask import is_dask_array, run_blockwise
 from .record import DRIVERS
 
 log = logging.getLogger("gradcomp")
@@ -472,7 +473,6 @@ class Kernel:
     def _run_general(self, method, values, out):
         """Any batch shapes: convert, broadcast, run on all points, shape the results."""
         if any(is_dask_array(value) for value in values):
-            from .bridges.dask import run_blockwise
             return run_blockwise(self, method, values, out)
         inputs = method.inputs
         dtype = self.dtype
@@ -626,11 +626,6 @@ class Kernel:
             raise ValueError(
                 f"batch shapes do not broadcast: {described} (batch dimensions come before each "
                 f"argument's core shape and broadcast like NumPy's).") from None
-
-
-def is_dask_array(value) -> bool:
-    """Without importing dask: arrays of dask.array run blockwise (gradcomp.bridges.dask)."""
-    return type(value).__module__.startswith("dask.array")
 
 
 def _shape_rows(method, rows) -> list:

@@ -1,7 +1,9 @@
 """Kernels on dask arrays: every method runs blockwise, lazily, on any dask scheduler.
 
 The kernel travels to workers by pickling, which carries its generated source,
-so workers need gradcomp, NumPy and Numba but never SymPy.
+so workers need gradcomp, NumPy and Numba but never SymPy.  The runtime imports
+this module (dask itself only when a dask array comes); this module imports none
+of gradcomp's and works on the kernel it is handed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from math import prod
 
 import numpy as np
 
-from ..runtime import is_dask_array
+
+def is_dask_array(value) -> bool:
+    """Without importing dask: arrays of dask.array run blockwise."""
+    return type(value).__module__.startswith("dask.array")
 
 
 def run_blockwise(kernel, method, values, out=None) -> list:
