@@ -21,6 +21,7 @@ directory that is not a gradcomp cache.  Nothing here imports SymPy.
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import functools
 import hashlib
 import json
@@ -650,6 +651,15 @@ def open_cache(cache, *, create: bool = True) -> Cache | None:
     if isinstance(cache, (str, os.PathLike)):
         return Cache(cache, create=create)
     raise TypeError(f"cache must be None, False or a directory path, got {cache!r}.")
+
+
+def _reduce_kernel(kernel: Kernel):
+    """Pickling (registered with ``copyreg``, so the runtime needs no import of this module): the kernel's
+    record, its source and the cache it came from, for ``restore_kernel``."""
+    return restore_kernel, (kernel._meta, kernel.source, kernel._cache_root)
+
+
+copyreg.pickle(Kernel, _reduce_kernel)
 
 
 def restore_kernel(meta, source: str, cache_root: str | None) -> Kernel:

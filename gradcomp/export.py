@@ -3,9 +3,10 @@
 The generated source already is a module of Numba drivers plus ``META``; the
 export puts the sources of ``gradcomp.ir`` (which builds the cores) and
 ``gradcomp.record`` (the type of ``META``) in place of their imports, and
-appends the runtime's argument handling (``gradcomp.runtime``), each copied
-from its source so that there is one implementation, without what needs the
-rest of gradcomp, and a ``kernel`` object offering the same calls.
+appends the runtime's argument handling (``gradcomp.runtime``, with the dask
+bridge it imports), each copied from its source so that there is one
+implementation, without what needs the rest of gradcomp, and a ``kernel``
+object offering the same calls.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import inspect
 from pathlib import Path
 
 from . import ir, record, runtime, vecmath
+from .bridges import dask as dask_bridge
 from .runtime import Kernel
 
 CALLS = ("vjp", "value_and_vjp", "jvp", "jacobian", "grad", "value_and_grad", "hessian")
@@ -24,8 +26,9 @@ _OMITTED_FUNCTIONS = {"import_module"}  # replaced: the export's drivers live in
 _INLINED = {"from gradcomp.ir import block, core, lanes\n": ir,
             "from gradcomp.record import KernelRecord, MethodRecord\n": record}
 """The generated module's imports of gradcomp -> the modules whose source the export puts in their place."""
-_EMBEDDED = {"vecmath": vecmath}
-"""Modules an inlined module imports as ``from . import name``: the export builds each from its source."""
+_EMBEDDED = {"vecmath": vecmath, "bridges.dask": dask_bridge}
+"""Modules of gradcomp that a copied module imports (``from . import vecmath``, ``from .bridges.dask import
+run_blockwise``): the export builds each from its source."""
 
 
 def export_source(kernel: Kernel) -> str:
@@ -105,17 +108,23 @@ class _WithoutGradcomp(ast.NodeTransformer):
             return node
         if node.module is None and all(alias.name in _EMBEDDED and alias.asname is None for alias in node.names):
             return [statement for alias in node.names for statement in _embedded(alias.name)]
+        if node.module in _EMBEDDED:
+            module_name = "_" + node.module.replace(".", "_")
+            names = "\n".join(f"{alias.asname or alias.name} = {module_name}.{alias.name}" for alias in node.names)
+            return _embedded(node.module, module_name) + ast.parse(names).body
         if f"gradcomp.{node.module}" in {module.__name__ for module in _INLINED.values()}:
             return None  # the export holds that module's source itself
         message = f"this needs gradcomp (gradcomp.{node.module}), which an exported kernel module does without"
         return ast.copy_location(ast.parse(f"raise ImportError({message!r})").body[0], node)
 
 
-def _embedded(name: str) -> list[ast.stmt]:
-    """Statements that make ``name`` a module object built from the source of ``gradcomp.<name>``."""
+def _embedded(name: str, variable: str | None = None) -> list[ast.stmt]:
+    """Statements that make ``variable`` (default: ``name``) a module object built from the source of
+    ``gradcomp.<name>``."""
+    variable = variable or name
     source = inspect.getsource(_EMBEDDED[name])
-    return ast.parse(f"import types as _types\n{name} = _types.ModuleType({name!r})\n"
-                     f"exec(compile({source!r}, 'gradcomp.{name} (copied)', 'exec'), {name}.__dict__)").body
+    return ast.parse(f"import types as _types\n{variable} = _types.ModuleType({name!r})\n"
+                     f"exec(compile({source!r}, 'gradcomp.{name} (copied)', 'exec'), {variable}.__dict__)").body
 
 
 def _is_docstring(node: ast.AST) -> bool:

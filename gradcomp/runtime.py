@@ -290,10 +290,6 @@ class Kernel:
         from .bridges.jax import to_jax
         return to_jax(self)
 
-    def __reduce__(self):
-        from .cache import restore_kernel
-        return restore_kernel, (self._meta, self.source, self._cache_root)
-
     # -- internals ---------------------------------------------------------
     def _wrt_names(self):
         return [self._arguments[i][0] for i in self.wrt]
