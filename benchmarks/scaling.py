@@ -102,7 +102,7 @@ def probe(family: str, size: int) -> dict:
 def render(rows: list[dict]) -> str:
     lines = ["# Compile time against expression size", "",
              "Fresh process per case; seconds per stage; `derive` is what `gc.compile` derives (value, vjp, "
-             "value_and_vjp, jvp); `numba` compiles the fused value_and_vjp point function and serial driver "
+             "value_and_vjp); `numba` compiles the fused value_and_vjp point function and serial driver "
              "(each builds the core as LLVM IR). `x` = ratio to the previous size of the same family; "
              "ms/stmt = (total - the smallest case's total) / added statements.", "",
              "| case | statements | ops | build | cse+lower | derive | print | numba | gradcomp total | x | ms/stmt | "

@@ -145,7 +145,8 @@ class Kernel:
         return results[0], self._per_wrt(results[1:])
 
     def jvp(self, *xs_and_t, out=None):
-        """J t: batch + out_shape; t is a tuple of tangents when there are several wrt arguments."""
+        """J t: batch + out_shape; t is a tuple of tangents when there are several wrt arguments.  Derived when
+        first called."""
         return self._run("jvp", self._spread_tangents("jvp", xs_and_t, len(self._arguments)), out)[0]
 
     def hvp(self, *xs_and_t, out=None):
@@ -261,7 +262,8 @@ class Kernel:
     def methods(self) -> dict:
         """Per method derived so far: operations per point and statements in the generated core.
 
-        The Jacobian and the Hessian are derived when first called (or precompiled)."""
+        ``jvp``, the Jacobian, the Hessian and the second-order products are derived when first called
+        (or precompiled)."""
         return {name: {"ops": info.ops, "statements": info.statements} for name, info in self._meta.methods.items()}
 
     def __repr__(self) -> str:

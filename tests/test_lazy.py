@@ -1,4 +1,4 @@
-"""Compile only what a call needs: the Jacobian and the Hessian are derived when first asked for."""
+"""Compile only what a call needs: the JVP, the Jacobian and the Hessian are derived when first asked for."""
 
 import numpy as np
 import sympy as sp
@@ -15,10 +15,17 @@ def exact_hessian(point):
     return np.array(sp.hessian(ROSENBROCK, x).subs(dict(zip(x, point))), dtype=float)
 
 
-def test_compile_derives_the_value_and_first_order_products_only():
+def test_compile_derives_the_value_and_the_reverse_products_only():
     kernel = gc.compile(ROSENBROCK, [list(x)], cache=False)
-    assert set(kernel.methods) == {"forward", "vjp", "value_and_vjp", "jvp"}
-    assert "Derived when first called: jacobian, hessian" in kernel.source
+    assert set(kernel.methods) == {"forward", "vjp", "value_and_vjp"}
+    assert "Derived when first called: jvp, jacobian, hessian" in kernel.source
+
+
+def test_the_first_jvp_call_derives_it():
+    kernel = gc.compile(ROSENBROCK, [list(x)], cache=False)
+    tangent = np.array([1.0, 2.0, -1.0])
+    np.testing.assert_allclose(kernel.jvp(POINT, tangent), kernel.grad(POINT) @ tangent, rtol=1e-12)
+    assert "jvp" in kernel.methods
 
 
 def test_the_first_hessian_call_derives_it_and_keeps_what_was_compiled():
