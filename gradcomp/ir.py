@@ -426,6 +426,12 @@ def _function(context, module, name, program, numba_type, width=1):
     return function
 
 
+def _math_calls(lines) -> int:
+    """Calls of gradcomp's math functions (``vecmath``) among the instructions; not sqrt or fabs (one
+    instruction each) nor what Numba's libm computes lane by lane."""
+    return sum(parts[1] == "call" and parts[2] in vecmath.FUNCTIONS for parts in (line.split(" ", 3) for line in lines))
+
+
 class _Emitter:
     """One pass over the instruction lines; ``_op_<name>`` builds one instruction.  Every value is a
     scalar (``width`` 1) or a vector of ``width`` lanes, one point per lane."""
@@ -444,8 +450,7 @@ class _Emitter:
         self.bool_type = ir.IntType(1) if width == 1 else ir.VectorType(ir.IntType(1), width)
         self.values: list = []
         self.name = ""
-        calls = sum(" call " in line for line in program.lines)
-        self.inline_math = None if width > 1 else calls <= INLINE_CALLS_MAX
+        self.inline_math = None if width > 1 else _math_calls(program.lines) <= INLINE_CALLS_MAX
 
     def run(self, lines) -> None:
         values = self.values

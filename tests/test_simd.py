@@ -127,6 +127,14 @@ def test_a_point_core_calls_its_math_functions_when_it_has_many_and_inlines_them
         np.testing.assert_array_equal(gradient, kernel.vjp(point, 1.0))
 
 
+def test_only_gradcomps_math_calls_count_towards_calling_instead_of_inlining():
+    import sympy as sp
+    x = sp.symbols("x0:70")
+    kernel = gc.compile(sum(sp.sqrt(xi) for xi in x) + sp.sin(x[0]), [x], cache=False)  # 70 sqrt, 1 sin
+    assert ir._math_calls(kernel._import().forward_CODE.split("\n")[2:]) == 1
+    assert '@"gradcomp.vecmath.sin.f64"(' in kernel.ir("forward")
+
+
 def test_the_ir_of_a_batch_core_computes_on_vectors_of_lanes_points():
     import sympy as sp
     x, y = sp.symbols("x y")
