@@ -33,7 +33,8 @@ Instruction text::
 ``OP`` is one of ``load b j``, ``store b j v``, ``const x``, ``add sub mul div
 a b``, ``neg a``, ``bool 0|1``, ``lt le gt ge eq ne a b`` (booleans), ``and or a b``, ``not
 a``, ``select c a b``, ``call f a [b]`` (f a function of ``math``, or
-``pow``), ``floor a``, ``ceil a`` and ``polygamma n x``.
+``pow``), ``floor a``, ``ceil a`` and ``polygamma n x``.  ``_schedule`` adds two to a long
+program: ``acc s set|neg|add|sub v`` (start or add to the total of long sum ``s``) and ``accget s``.
 """
 
 
@@ -70,15 +71,17 @@ chain12's VJP (48 calls) ran a point in 1.48 us inlined and 1.65 us called, comp
 0.075 s; chain50's (200 calls) in 2.42 and 2.99 us, compiling in 0.87 and 0.10 s."""
 
 LONG_PROGRAM = 2000
-"""Instructions from which a core is built for LLVM's sake rather than in derive's order: store by
-store (``_schedule``), with a memory barrier every ``BARRIER_EVERY`` instructions.
+"""Instructions from which a core is built for LLVM's sake rather than in derive's order
+(``_schedule``): its long sums accumulate term by term in memory, each term computed just before it
+is added, its inputs are read again in every region between two barriers, and an empty ``asm
+sideeffect`` every ``BARRIER_EVERY`` instructions bounds the regions.  Few values then live long, so
+what LLVM costs stays near linear in the program's length: LJ-96's single-point VJP (160 000
+instructions) compiled in 15 s instead of 32 (3 700 values live at once store by store, 27 000 in
+derive's order: its register allocator took 21 s).
 
-Both keep what LLVM's backend costs near linear in the program's length, and change no operation.
 A shorter program keeps derive's order, whose adjacent independent work the CPU overlaps:
 rosenbrock32's VJP (about 400 instructions) ran batches at 22-31 Mpts/s store by store, against
-37-55 in derive's order (fresh processes, one thread); from a few thousand instructions the
-store-by-store order runs as fast or faster (LJ-12, 2 500 instructions: 3.2 against 2.8 Mpts/s,
-a point in 1.40 against 1.66 us)."""
+37-55 in derive's order (fresh processes, one thread)."""
 
 BARRIER_EVERY = 128
 """Instructions between two empty ``asm sideeffect`` statements in a long core.  Each is a barrier that
@@ -86,6 +89,21 @@ no load or store crosses, so LLVM's schedulers and dead-store elimination, which
 operation of a region with the others, see regions of this many instructions.  The Brusselator's
 sparse Jacobian (16 x 16 grid: 1 280 instructions, 3 072 stores) compiled in 3.9 s without them
 (2.2 s in the post-RA scheduler), 0.8-1.1 s with one every 50-200."""
+
+ACCUMULATE_MIN = 8
+"""Terms from which a sum of a long program accumulates in memory, term by term as the terms are
+computed, instead of waiting for all of them as derive's balanced tree of additions does."""
+
+_SUM_OPS = frozenset({"add", "sub", "neg"})
+
+_NEAR = 16
+"""After each term, the pending terms that at most this many instructions more would complete are
+computed and added at once (found among the users, ``_NEAR_USERS`` at most, of what was just computed,
+skipping values used more than ``_NEAR_FANOUT`` times): a pair's energy follows its forces while its
+distances are still at hand."""
+
+_NEAR_USERS = 32
+_NEAR_FANOUT = 8
 
 _TYPES = {"float64": numba_types.float64, "float32": numba_types.float32}
 
@@ -337,12 +355,13 @@ def ir_text(method: str, code: str, dtype: str, width: int = 1) -> str:
 
 
 class _Program:
-    __slots__ = ("input_sizes", "output_sizes", "lines")
+    __slots__ = ("input_sizes", "output_sizes", "lines", "long")
 
-    def __init__(self, input_sizes, output_sizes, lines):
+    def __init__(self, input_sizes, output_sizes, lines, long):
         self.input_sizes = input_sizes
         self.output_sizes = output_sizes
         self.lines = lines
+        self.long = long  # at least LONG_PROGRAM instructions: lines as ``_schedule`` gives them
 
 
 def _parse(code: str) -> _Program:
@@ -351,50 +370,174 @@ def _parse(code: str) -> _Program:
     if inputs[0] != "in" or outputs[0] != "out":
         raise ValueError(f"instruction text must start with 'in' and 'out' lines, got {lines[:2]!r}")
     lines = [line for line in lines[2:] if line]
+    long = len(lines) >= LONG_PROGRAM
     return _Program([int(s) for s in inputs[1:]], [int(s) for s in outputs[1:]],
-                    _schedule(lines) if len(lines) >= LONG_PROGRAM else lines)
+                    _schedule(lines) if long else lines, long)
 
 
-_LITERAL_ARGS = {"load": 2, "store": 2, "const": 1, "bool": 1, "call": 1}
+_LITERAL_ARGS = {"load": 2, "store": 2, "const": 1, "bool": 1, "call": 1, "acc": 2, "accget": 1}
 """Per instruction, how many leading arguments are literals; the rest are indices of earlier values."""
 
 
 def _schedule(lines: list[str]) -> list[str]:
-    """The instructions reordered so that each store's value is computed just before the store: the
-    stores from the last to the first, each preceded, depth first, by what it needs that is not
-    computed yet.
+    """A long program's instructions for LLVM: its sums of at least ``ACCUMULATE_MIN`` terms accumulate
+    (``acc`` per term, ``accget`` for the total), each term computed just before it is added.
 
-    The same operations on the same values, so the results are the same bit for bit; but a value no
-    longer waits from the forward sweep to the end of the reverse one.  LJ-24's VJP compiled in 0.6 s
-    instead of 0.7 (point) and 0.75 instead of 1.0 (batch), and ran a point in 2.3 us instead of 2.9.
-    Last to first puts a value output after the gradient that shares its forward sweep: LJ-48's
-    value_and_vjp then holds at most 3 700 values live at once, against 6 800 first to last and
-    9 000 in derive's order."""
+    The terms go from the last computed to the first, each preceded, depth first, by what it needs
+    and followed by the pending terms it brought within ``_NEAR`` instructions; then the stores, from
+    the last to the first.  A sum of all pairs (LJ's forces) is so computed pair by pair, and each
+    pair's values die at once: LJ-48's VJP holds at most 150 values live at once (1 900 store by
+    store, 6 800 in derive's order).  The operations are the same except that a long sum adds its terms
+    one after the other, in this order; so a gradient differs from a short program's in rounding only.
+    """
     parsed = [line.split(" ") for line in lines]
-    done = [False] * len(parsed)
-    order = []
-    stores = [index for index, (_, op, *_args) in enumerate(parsed) if op == "store"]
-    for root in reversed(stores):  # the last first: a value output (stored first) then comes last
-        stack = [(root, False)]
+    ops = [parts[1] for parts in parsed]
+    operands = [[int(t) for t in parts[2 + _LITERAL_ARGS.get(parts[1], 0):]] for parts in parsed]
+    users: list[list[int]] = [[] for _ in parsed]
+    for index, args in enumerate(operands):
+        for argument in args:
+            users[argument].append(index)
+
+    def inner(index):  # a sum node whose only user is a sum node: part of that sum
+        return ops[index] in _SUM_OPS and len(users[index]) == 1 and ops[users[index][0]] in _SUM_OPS
+
+    removed = [False] * len(parsed)  # inner nodes of accumulated sums
+    slot_of: dict[int, int] = {}  # an accumulated sum's last node -> its slot
+    slot_terms: list[list[int]] = []  # per slot, its terms
+    terms: list[tuple[int, int, bool]] = []  # (value, slot, negative)
+    for root, op in enumerate(ops):
+        if op not in _SUM_OPS or inner(root):
+            continue
+        found, nodes, stack = [], [], [(root, False)]
         while stack:
-            index, operands_done = stack.pop()
-            if done[index]:
+            index, negative = stack.pop()
+            if index != root and not inner(index):
+                found.append((index, negative))
                 continue
-            if operands_done:
-                done[index] = True
-                order.append(index)
+            nodes.append(index)
+            args = operands[index]
+            if ops[index] == "neg":
+                stack.append((args[0], not negative))
+            else:
+                stack.append((args[1], negative != (ops[index] == "sub")))
+                stack.append((args[0], negative))
+        if len(found) < ACCUMULATE_MIN:
+            continue
+        slot_of[root] = len(slot_terms)
+        for index in nodes[1:]:
+            removed[index] = True
+        slot_terms.append(list(range(len(terms), len(terms) + len(found))))
+        terms += [(index, len(slot_terms) - 1, negative) for index, negative in found]
+    terms_of: dict[int, list[int]] = {}
+    for term, (value, _, _) in enumerate(terms):
+        terms_of.setdefault(value, []).append(term)
+
+    done = [False] * len(parsed)
+    added = [False] * len(terms)
+    order: list[int] = []  # instruction index, or -1 - term
+
+    def compute(item, new):
+        """``item`` (an instruction, or -1 - a term) after what it needs, depth first."""
+        stack = [(item, False)]
+        while stack:
+            item, ready = stack.pop()
+            if (done[item] if item >= 0 else added[-1 - item]):
                 continue
-            stack.append((index, True))
-            _, op, *args = parsed[index]
-            stack.extend((int(t), False) for t in reversed(args[_LITERAL_ARGS.get(op, 0):]) if not done[int(t)])
-    order += [index for index, finished in enumerate(done) if not finished]  # values no store needs
-    position = {old: new for new, old in enumerate(order)}
-    scheduled = []
-    for old in order:
-        name, op, *args = parsed[old]
+            if ready:
+                if item >= 0:
+                    done[item] = True
+                    new.append(item)
+                else:
+                    added[-1 - item] = True
+                order.append(item)
+                continue
+            stack.append((item, True))
+            if item < 0:
+                stack.append((terms[-1 - item][0], False))
+            elif item in slot_of:
+                stack.extend((-1 - t, False) for t in reversed(slot_terms[slot_of[item]]) if not added[t])
+            else:
+                stack.extend((t, False) for t in reversed(operands[item]) if not done[t])
+
+    def near(value):
+        """Whether at most ``_NEAR`` instructions more compute ``value``."""
+        seen, stack = set(), [value]
+        while stack:
+            index = stack.pop()
+            if done[index] or index in seen:
+                continue
+            if index in slot_of or len(seen) == _NEAR:
+                return False
+            seen.add(index)
+            stack.extend(operands[index])
+        return True
+
+    def follow(new):
+        """Add the pending terms that what was just computed brought near."""
+        while new:
+            seen, frontier, candidates = {new[-1]}, [new.pop()], []
+            while frontier and len(seen) < _NEAR_USERS:
+                index = frontier.pop()
+                candidates += terms_of.get(index, ())
+                if len(users[index]) <= _NEAR_FANOUT:
+                    for user in users[index]:
+                        if not (done[user] or removed[user] or user in seen):
+                            seen.add(user)
+                            frontier.append(user)
+            for term in candidates:
+                if not added[term] and near(terms[term][0]):
+                    compute(-1 - term, new)
+
+    for term in sorted(range(len(terms)), key=lambda t: -terms[t][0]):
+        if not added[term]:
+            new: list[int] = []
+            compute(-1 - term, new)
+            follow(new)
+    for index in reversed([index for index, op in enumerate(ops) if op == "store"]):
+        compute(index, [])
+    order += [index for index, finished in enumerate(done) if not (finished or removed[index])]  # unused values
+
+    scheduled: list[str] = []
+    position: dict[int, int] = {}
+    started: set[int] = set()
+    for item in order:
+        if item < 0:
+            value, slot, negative = terms[-1 - item]
+            mode = ("sub" if negative else "add") if slot in started else ("neg" if negative else "set")
+            started.add(slot)
+            scheduled.append(f"- acc {slot} {mode} {position[value]}")
+            continue
+        name, op, *args = parsed[item]
+        position[item] = len(scheduled)
+        if item in slot_of:
+            scheduled.append(f"{name} accget {slot_of[item]}")
+            continue
         literals = _LITERAL_ARGS.get(op, 0)
         scheduled.append(" ".join([name, op, *args[:literals], *(str(position[int(t)]) for t in args[literals:])]))
     return scheduled
+
+
+def _volatile(instruction):
+    """``instruction`` (a load or a store) as volatile: LLVM keeps it where it is and as it is.  Volatile
+    accumulators stay in memory (no promotion to registers), and LLVM's optimizations skip their loads
+    and stores instead of comparing each with the others: LJ-96's VJP compiled in 14 s instead of 20."""
+    instruction.__class__ = _VOLATILE[type(instruction)]
+    return instruction
+
+
+class _VolatileLoad(ir.LoadInstr):
+    def descr(self, buf):
+        super().descr(buf)
+        buf[-1] = buf[-1].replace("load ", "load volatile ", 1)
+
+
+class _VolatileStore(ir.StoreInstr):
+    def descr(self, buf):
+        super().descr(buf)
+        buf[-1] = buf[-1].replace("store ", "store volatile ", 1)
+
+
+_VOLATILE = {ir.LoadInstr: _VolatileLoad, ir.StoreInstr: _VolatileStore}
 
 
 def _function(context, module, name, program, numba_type, width=1):
@@ -455,13 +598,46 @@ class _Emitter:
     def run(self, lines) -> None:
         values = self.values
         barrier = ir.FunctionType(ir.VoidType(), [])
-        long = len(lines) >= LONG_PROGRAM
+        self.long = long = self.program.long
+        self.reloads = {}  # a long program's loads: value position -> the input's address
+        self.region = {}  # address -> its value loaded since the last barrier
+        if long:
+            self._columns_in_memory()
+            slots = sum(line.split(" ", 2)[1] == "accget" for line in lines)
+            accumulators = self.builder.alloca(self.value_type, size=slots, name="accumulators")
+            # handed to an asm statement, so that LLVM's passes do not analyse them as local memory
+            # (LJ-48's VJP: 2.3 s in LLVM this way, 3.9 s without)
+            self.builder.asm(ir.FunctionType(ir.VoidType(), [accumulators.type]), "", "r,~{memory}",
+                             [accumulators], side_effect=True)
+            self.accumulators = [self.builder.gep(accumulators, [ir.Constant(ir.IntType(64), slot)])
+                                 for slot in range(slots)]
         for count, line in enumerate(lines, 1):
             if long and count % BARRIER_EVERY == 0:
-                self.builder.asm(barrier, "", "", [], side_effect=True)
+                self.builder.asm(barrier, "", "~{memory}", [], side_effect=True)
+                self.region = {}
             name, op, *args = line.split(" ")
             self.name = "" if name == "-" else name
             values.append(getattr(self, f"_op_{op}")(*args))
+
+    def _columns_in_memory(self):
+        """A long core reads each input where it is used, once per region between barriers, instead of
+        keeping it in a register (or a spill slot) across the program: the inputs are handed to an
+        empty asm statement, so that every barrier may have changed them and no load moves across one.
+        A block of points first moves its inputs from rows to columns, in stack memory."""
+        if self.width > 1:
+            columns = []
+            for rows, size in zip(self.inputs, self.program.input_sizes):
+                column = cgutils.alloca_once(self.builder, self.value_type, size=size)
+                for index in range(size):
+                    self.builder.store(self.lanes.load(rows, size, index),
+                                       self.builder.gep(column, [ir.Constant(ir.IntType(64), index)]))
+                columns.append(column)
+            self.columns = columns
+        else:
+            self.columns = list(self.inputs)
+        if self.columns:
+            self.builder.asm(ir.FunctionType(ir.VoidType(), [c.type for c in self.columns]), "",
+                             ",".join(["r"] * len(self.columns)) + ",~{memory}", self.columns, side_effect=True)
 
     def _lanes(self, vector):
         return [self.builder.extract_element(vector, ir.Constant(ir.IntType(32), k)) for k in range(self.width)]
@@ -480,10 +656,22 @@ class _Emitter:
         return self._vector([scalar_op(*args) for args in lanes], self.value_type)
 
     def _ref(self, token: str):
-        return self.values[int(token)]
+        position = int(token)
+        column = self.reloads.get(position)
+        if column is None:
+            return self.values[position]
+        value = self.region.get(column)
+        if value is None:
+            value = self.region[column] = self.builder.load(column)
+        return value
 
     def _op_load(self, block, index):
         block, index = int(block), int(index)
+        if self.long:
+            column = self.builder.gep(self.columns[block], [ir.Constant(ir.IntType(64), index)])
+            self.reloads[len(self.values)] = column
+            value = self.region[column] = self.builder.load(column, name=self.name)
+            return value
         if self.width > 1:
             return self.lanes.load(self.inputs[block], self.program.input_sizes[block], index)
         pointer = self.builder.gep(self.inputs[block], [ir.Constant(ir.IntType(64), index)])
@@ -496,6 +684,21 @@ class _Emitter:
             return
         pointer = self.builder.gep(self.outputs[block], [ir.Constant(ir.IntType(64), index)])
         self.builder.store(self._ref(value), pointer)
+
+    def _op_acc(self, slot, mode, value):
+        """Add a term to (or start) a long sum's total, in memory."""
+        builder, pointer, value = self.builder, self.accumulators[int(slot)], self._ref(value)
+        if mode == "set":
+            total = value
+        elif mode == "neg":
+            total = builder.fneg(value)
+        else:
+            previous = _volatile(builder.load(pointer))
+            total = builder.fadd(previous, value) if mode == "add" else builder.fsub(previous, value)
+        _volatile(builder.store(total, pointer))
+
+    def _op_accget(self, slot):
+        return _volatile(self.builder.load(self.accumulators[int(slot)], name=self.name))
 
     def _op_const(self, text):
         number = float(text)
