@@ -6,8 +6,6 @@ printing nor Numba compilation.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import inspect
 import itertools
@@ -22,7 +20,7 @@ from .cache import check_name, current_versions, open_cache
 from .codegen import generate
 from .derive import BASE_METHODS, derivative_signature, derive
 from .errors import CompileError
-from .runtime import Kernel, source_key
+from .runtime import Kernel, collector_paused, source_key
 from .spec import Signature, load_signature, make_signature, postorder
 
 log = logging.getLogger("gradcomp")
@@ -106,7 +104,7 @@ def _recorded_signature(kernel: Kernel) -> Signature:
 def _generate(signature: Signature, key: str, started: float, methods=BASE_METHODS):
     """Differentiate and print: what a cache hit skips."""
     derived_at = time.perf_counter()
-    with _collector_paused():
+    with collector_paused():
         derivation = derive(signature, methods)
         printed_at = time.perf_counter()
         module = generate(derivation, key)
@@ -114,19 +112,6 @@ def _generate(signature: Signature, key: str, started: float, methods=BASE_METHO
     log.info("compiled %s: signature+key %.3f s, derive %.3f s, codegen %.3f s",
              signature.name or key[:12], derived_at - started, printed_at - derived_at, done_at - printed_at)
     return module
-
-
-@contextlib.contextmanager
-def _collector_paused():
-    """Python's cycle collector off while SymPy builds and drops millions of objects that hold no cycles
-    worth collecting: its full passes took 10% of compiling a 1152-state Brusselator (3.4 s -> 3.0 s)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def kernel(fn: Callable | None = None, *, wrt=None, name=None, cache=None, dtype="float64", **shapes):
