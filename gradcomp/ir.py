@@ -91,8 +91,11 @@ sparse Jacobian (16 x 16 grid: 1 280 instructions, 3 072 stores) compiled in 3.9
 (2.2 s in the post-RA scheduler), 0.8-1.1 s with one every 50-200."""
 
 ACCUMULATE_MIN = 8
-"""Terms from which a sum of a long program accumulates in memory, term by term as the terms are
-computed, instead of waiting for all of them as derive's balanced tree of additions does."""
+"""Terms from which a sum of a long program accumulates term by term as the terms are computed,
+instead of waiting for all of them as derive's balanced tree of additions does.  Within a region
+(between two barriers) the total is a register; across regions it waits in memory.  Adding each
+term in memory instead made MLP-256's batch 2.2x slower (a chain of loads and stores) and LJ-48's
+value_and_vjp 1.3x slower."""
 
 _SUM_OPS = frozenset({"add", "sub", "neg"})
 
@@ -518,9 +521,10 @@ def _schedule(lines: list[str]) -> list[str]:
 
 
 def _volatile(instruction):
-    """``instruction`` (a load or a store) as volatile: LLVM keeps it where it is and as it is.  Volatile
-    accumulators stay in memory (no promotion to registers), and LLVM's optimizations skip their loads
-    and stores instead of comparing each with the others: LJ-96's VJP compiled in 14 s instead of 20."""
+    """``instruction`` (a load or a store) as volatile: LLVM keeps it where it is and as it is.  A long
+    sum's total crosses a barrier in memory this way (no promotion to a register that would live across
+    the program), and LLVM's optimizations skip these loads and stores instead of comparing each with
+    the others: LJ-96's VJP compiled in 14 s instead of 20."""
     instruction.__class__ = _VOLATILE[type(instruction)]
     return instruction
 
@@ -601,6 +605,7 @@ class _Emitter:
         self.long = long = self.program.long
         self.reloads = {}  # a long program's loads: value position -> the input's address
         self.region = {}  # address -> its value loaded since the last barrier
+        self.totals = {}  # slot -> its long sum's total so far, where it changed or was read since then
         if long:
             self._columns_in_memory()
             slots = sum(line.split(" ", 2)[1] == "accget" for line in lines)
@@ -613,8 +618,11 @@ class _Emitter:
                                  for slot in range(slots)]
         for count, line in enumerate(lines, 1):
             if long and count % BARRIER_EVERY == 0:
+                for slot, total in self.totals.items():
+                    _volatile(self.builder.store(total, self.accumulators[slot]))
                 self.builder.asm(barrier, "", "~{memory}", [], side_effect=True)
                 self.region = {}
+                self.totals = {}
             name, op, *args = line.split(" ")
             self.name = "" if name == "-" else name
             values.append(getattr(self, f"_op_{op}")(*args))
@@ -686,19 +694,24 @@ class _Emitter:
         self.builder.store(self._ref(value), pointer)
 
     def _op_acc(self, slot, mode, value):
-        """Add a term to (or start) a long sum's total, in memory."""
-        builder, pointer, value = self.builder, self.accumulators[int(slot)], self._ref(value)
+        """Add a term to (or start) a long sum's total: in a register within a region, in memory between."""
+        builder, slot, value = self.builder, int(slot), self._ref(value)
         if mode == "set":
-            total = value
+            self.totals[slot] = value
         elif mode == "neg":
-            total = builder.fneg(value)
+            self.totals[slot] = builder.fneg(value)
         else:
-            previous = _volatile(builder.load(pointer))
-            total = builder.fadd(previous, value) if mode == "add" else builder.fsub(previous, value)
-        _volatile(builder.store(total, pointer))
+            total = self._total(slot)
+            self.totals[slot] = builder.fadd(total, value) if mode == "add" else builder.fsub(total, value)
 
     def _op_accget(self, slot):
-        return _volatile(self.builder.load(self.accumulators[int(slot)], name=self.name))
+        return self._total(int(slot))
+
+    def _total(self, slot):
+        total = self.totals.get(slot)
+        if total is None:
+            total = self.totals[slot] = _volatile(self.builder.load(self.accumulators[slot]))
+        return total
 
     def _op_const(self, text):
         number = float(text)
