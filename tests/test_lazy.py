@@ -68,3 +68,18 @@ def test_ir_shows_the_core_with_the_listings_names():
     text = gc.compile(sp.sin(a) * b, [a, b], cache=False).ir("vjp")
     assert "define internal void @\"gradcomp_vjp_core\"" in text
     assert '%"a_bar"' in text and '%"b_bar"' in text and "fmul" in text
+
+
+def test_a_drivers_first_call_runs_with_the_cycle_collector_paused_and_restores_it():
+    import gc as collector
+    from types import SimpleNamespace
+
+    from gradcomp import runtime
+    seen = []
+
+    def driver(value):
+        seen.append(collector.isenabled())
+        return value + 1
+
+    assert runtime._first_call(SimpleNamespace(name="k", key="0" * 12), driver, (6,)) == 7
+    assert seen == [False] and collector.isenabled()
