@@ -5,7 +5,7 @@ sums of ``ACCUMULATE_MIN`` terms or more accumulate in memory term by term, each
 term computed just before it is added, the other stores come last, each after
 what it needs, its inputs are read again between barriers, and an empty ``asm
 sideeffect`` every ``BARRIER_EVERY`` instructions bounds the regions LLVM's
-schedulers compare memory operations in.  Few values then live at once.  Only
+schedulers compare memory operations in, each region a basic block.  Few values then live at once.  Only
 the order of a long sum's additions changes, so results differ in rounding only.
 Shorter programs keep derive's order.
 """
@@ -108,7 +108,7 @@ def test_a_long_program_gives_a_short_ones_results_up_to_rounding(monkeypatch, d
             np.testing.assert_allclose(single, point[row], rtol=tolerance, atol=tolerance)
 
 
-def test_a_long_core_has_a_memory_barrier_every_barrier_every_instructions():
+def test_a_long_core_has_a_memory_barrier_and_a_new_block_every_barrier_every_instructions():
     import sympy as sp
     x = sp.symbols("x0:700")
     kernel = gc.compile([x[i] * x[i + 1] for i in range(699)], [x], cache=False)
@@ -118,7 +118,9 @@ def test_a_long_core_has_a_memory_barrier_every_barrier_every_instructions():
     lines = [line for line in code.split("\n")[2:] if line]
     assert len(lines) >= ir.LONG_PROGRAM
     assert ir._parse(code).lines == ir._schedule(lines)
-    assert kernel.ir("forward").count('asm sideeffect "", "~{memory}"') == len(lines) // ir.BARRIER_EVERY
+    barriers = len(lines) // ir.BARRIER_EVERY
+    assert kernel.ir("forward").count('asm sideeffect "", "~{memory}"') == barriers
+    assert kernel.ir("forward").count("br i1") == barriers  # each region a basic block of its own
 
 
 def test_a_short_core_keeps_derives_order_and_no_barrier():
