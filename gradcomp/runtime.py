@@ -434,7 +434,8 @@ class Kernel:
             if driver.signatures:
                 return
             started = time.perf_counter()
-            driver.compile(tuple(driver.typeof_pyval(arg) for arg in args))
+            with collector_paused():
+                driver.compile(tuple(driver.typeof_pyval(arg) for arg in args))
             log.info("%s: %s ready in %.2f s (Numba compiled it or loaded it from the cache)",
                      self.name or self.key[:12], driver.__name__, time.perf_counter() - started)
             if parallel:
@@ -460,7 +461,8 @@ class Kernel:
             # compiler lock serializes compiles, and a dispatcher compiles a signature it already has only once
             try:
                 started = time.perf_counter()
-                method.parallel.compile(types)
+                with collector_paused():
+                    method.parallel.compile(types)
                 _note_threading_layer()
                 log.info("%s: %s ready in %.2f s (in the background; Numba compiled it or loaded it from the "
                          "cache)", self.name or self.key[:12], method.parallel.__name__, time.perf_counter() - started)
@@ -658,8 +660,10 @@ def _first_call(kernel, function, args):
 def collector_paused():
     """Python's cycle collector off while the compiler makes and drops millions of objects that hold no
     cycles worth collecting.  Its full passes, which walk every object alive (a kernel's SymPy
-    expressions among them), took 10% of deriving a 1152-state Brusselator (3.4 s -> 3.0 s) and 0.65 s
-    of Numba's 3 s compiling LJ-48's single-point VJP."""
+    expressions among them), took 10% of deriving a 1152-state Brusselator (3.4 s -> 3.0 s), and 0.65 s
+    of Numba's 3 s compiling LJ-48's single-point VJP (0.8 of 3.9 s for its serial driver).  Paused by
+    every driver compile, the background one too: overlapping pauses leave the collector as the first
+    found it."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -83,3 +83,24 @@ def test_a_drivers_first_call_runs_with_the_cycle_collector_paused_and_restores_
 
     assert runtime._first_call(SimpleNamespace(name="k", key="0" * 12), driver, (6,)) == 7
     assert seen == [False] and collector.isenabled()
+
+
+def test_a_batch_driver_compiles_with_the_cycle_collector_paused_and_restores_it():
+    import gc as collector
+
+    kernel = gc.compile(ROSENBROCK, [list(x)], cache=False)
+    seen = []
+
+    class Driver:
+        signatures: list = []
+        __name__ = "vjp_serial"
+
+        @staticmethod
+        def typeof_pyval(value):
+            return type(value)
+
+        def compile(self, types):
+            seen.append(collector.isenabled())
+
+    kernel._ready(Driver(), False, (1, 2.0))
+    assert seen == [False] and collector.isenabled()
