@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CASES = [("chain", d) for d in (12, 25, 50, 100, 200, 400, 800)] + [("lj", k) for k in (6, 12, 24, 48, 96)] + \
+CASES = [("chain", d) for d in (12, 25, 50, 100, 200, 400, 800)] + [("lj", k) for k in (6, 12, 24, 48, 96, 128)] + \
         [("mlp", w) for w in (16, 64, 256, 1024)]
 QUICK = [("chain", 12), ("chain", 25), ("lj", 6), ("lj", 12), ("mlp", 16)]
 
