@@ -98,7 +98,8 @@ def test_a_long_program_gives_a_short_ones_results_up_to_rounding(monkeypatch, d
     upstream = np.random.default_rng(1).standard_normal(37).astype(dtype)
     short = gc.compile(energy, [x], dtype=dtype, cache=False).value_and_vjp(points, upstream)
     monkeypatch.setattr(ir, "LONG_PROGRAM", 1)
-    long = gc.compile(energy, [x], dtype=dtype, cache=False)
+    # a name of its own: the same source would share the short kernel's module, compiled drivers and all
+    long = gc.compile(energy, [x], dtype=dtype, cache=False, name=f"long_sums_{dtype}")
     assert ir._parse(long._import().value_and_vjp_CODE).long
     tolerance = 1e-13 if dtype == "float64" else 2e-6
     for batch, point in zip(long.value_and_vjp(points, upstream), short):
@@ -130,3 +131,17 @@ def test_a_short_core_keeps_derives_order_and_no_barrier():
     code = kernel._import().forward_CODE
     assert ir._parse(code).lines == [line for line in code.split("\n")[2:] if line]
     assert kernel.ir("forward").count("asm sideeffect") == 1
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_long_cores_batch_gives_each_point_its_single_point_result_bit_for_bit(monkeypatch, dtype):
+    monkeypatch.setattr(ir, "LONG_PROGRAM", 1)
+    energy, x = _pair_energy(10)
+    kernel = gc.compile(energy, [x], dtype=dtype, cache=False, name=f"long_batch_{dtype}")  # a module of its own
+    points = np.random.default_rng(2).standard_normal((21, 10)).astype(dtype)
+    upstream = np.random.default_rng(3).standard_normal(21).astype(dtype)
+    value, gradient = kernel.value_and_vjp(points, upstream)
+    for row in range(21):
+        single_value, single_gradient = kernel.value_and_vjp(points[row], upstream[row])
+        assert single_value == value[row]
+        np.testing.assert_array_equal(single_gradient, gradient[row])
