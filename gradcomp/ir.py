@@ -648,9 +648,8 @@ class _Emitter:
     def _columns_in_memory(self):
         """A long core reads each input where it is used, once per region between barriers (a volatile
         load, which LLVM neither moves nor merges), instead of keeping it in a register or a spill slot
-        across the program.  The inputs are handed to an empty asm statement too, so that no pass
-        treats them as memory it can see all uses of.  A block of points first moves its inputs from
-        rows to columns, in stack memory."""
+        across the program.  A block of points first moves its inputs from rows to columns, in stack
+        memory."""
         if self.width > 1:
             columns = []
             for rows, size in zip(self.inputs, self.program.input_sizes):
@@ -662,9 +661,6 @@ class _Emitter:
             self.columns = columns
         else:
             self.columns = list(self.inputs)
-        if self.columns:
-            self.builder.asm(ir.FunctionType(ir.VoidType(), [c.type for c in self.columns]), "",
-                             ",".join(["r"] * len(self.columns)) + ",~{memory}", self.columns, side_effect=True)
 
     def _lanes(self, vector):
         return [self.builder.extract_element(vector, ir.Constant(ir.IntType(32), k)) for k in range(self.width)]
