@@ -57,7 +57,8 @@ def probe(family: str, size: int) -> dict:
 
     import gradcomp.derive as derive_module
     from gradcomp.codegen import generate
-    from gradcomp.runtime import Kernel, collector_paused
+    from gradcomp.drivers import collector_paused
+    from gradcomp.runtime import Kernel
     from gradcomp.spec import make_signature
 
     seconds = {}

@@ -16,7 +16,7 @@ def __getattr__(name):
         from . import compiler
         return getattr(compiler, name)
     if name == "load":
-        from .cache import load
+        from .build import load
         return load
     if name == "Kernel":
         from .runtime import Kernel

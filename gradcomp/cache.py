@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, numba_cache
+from .drivers import import_module, source_key
 from .errors import CacheError
 from .record import DRIVERS
-from .runtime import Kernel, import_module, source_key
+from .runtime import Kernel
 
 LAYOUT = "v1"
 DEFAULT_MAX_BYTES = 1 << 30
@@ -168,13 +169,15 @@ class Entry:
 class Cache:
     """One cache directory."""
 
-    def __init__(self, root: str | os.PathLike, *, create: bool = True):
-        """Open the cache at ``root``; ``create=False`` writes nothing, not even the directory.
+    def __init__(self, root: str | os.PathLike, *, create: bool = True, deriver=None):
+        """Open the cache at ``root``; ``create=False`` writes nothing, not even the directory.  ``deriver``
+        is handed to every kernel read from it (see ``Kernel``).
 
         Raises CacheError if ``root`` is a file, or belongs to another user or
         is writable by others.
         """
         self.root = Path(root).expanduser().resolve()
+        self.deriver = deriver
         self.base = self.root / LAYOUT
         self.unwritable: OSError | None = None
         """Why the root could not be created, if it could not."""
@@ -277,28 +280,28 @@ class Cache:
         if not _holds(path, module_key):
             _remove(path)
             raise _Damaged(f"module {path} is missing, truncated or altered (its text does not hash to its name)")
-        kernel = self._file_kernel(path)
+        kernel = self._file_kernel(path, key)
         if kernel.key != key:
             raise _Damaged(f"index file {index_path} points to module {path}, which holds key {kernel.key}")
         with contextlib.suppress(OSError):
             os.utime(index_path)  # last use, for LRU pruning: no rewrite, no fsync on a hit
         return kernel
 
-    def _file_kernel(self, path: Path) -> Kernel:
+    def _file_kernel(self, path: Path, key: str) -> Kernel:
         """A kernel run from its module file, with Numba's cache guarded; damaged bytecode is dropped."""
         source = path.read_text()
         try:
-            module = import_module(source, str(path))
+            module = import_module(source, str(path), key)
         except Exception as exc:  # a damaged __pycache__/*.pyc raises EOFError, ValueError, ...
             removed = self._remove_bytecode(path)
             try:
-                module = import_module(source, str(path))
+                module = import_module(source, str(path), key)
             except Exception as again:
                 raise _Damaged(f"module {path} does not import ({type(again).__name__}: {again})") from None
             warnings.warn(f"gradcomp cache: bytecode of {path} was damaged ({type(exc).__name__}: {exc}); "
                           f"removed {len(removed)} file(s).", stacklevel=5)
         numba_cache.guard(module)
-        return Kernel(module.META, source, str(path), str(self.root))
+        return Kernel(module.META, source, str(path), str(self.root), self.deriver)
 
     # -- writing -----------------------------------------------------------
     def store(self, source: str, source_key: str, meta, subject: str | None = None) -> Kernel:
@@ -311,7 +314,7 @@ class Cache:
         _write_atomic(self._index_path(meta.key), json.dumps(entry, indent=1))
         if meta.name:
             _write_atomic(self._name_path(meta.name), json.dumps({"key": meta.key}))
-        kernel = self._file_kernel(path)
+        kernel = self._file_kernel(path, meta.key)
         self.prune(keep=meta.key)
         return kernel
 
@@ -357,7 +360,7 @@ class Cache:
         except OSError as exc:
             warnings.warn(f"gradcomp cache: cannot write to {self.root} ({exc}); this kernel is compiled in "
                           f"memory only and will be compiled again by the next process.", stacklevel=4)
-            return Kernel(module.meta, module.source)
+            return Kernel(module.meta, module.source, deriver=self.deriver)
 
     @contextlib.contextmanager
     def entry_lock(self, key: str) -> Iterator[None]:
@@ -640,52 +643,40 @@ def check_name(name: str) -> None:
                          f"(at most 100).")
 
 
-def open_cache(cache, *, create: bool = True) -> Cache | None:
+def open_cache(cache, *, create: bool = True, deriver=None) -> Cache | None:
     """``cache`` as the user passes it: None (default directory), False (none) or a path."""
     if cache is False:
         return None
     if cache is None or cache is True:
-        return Cache(default_root(), create=create)
+        return Cache(default_root(), create=create, deriver=deriver)
     if isinstance(cache, Cache):
         return cache
     if isinstance(cache, (str, os.PathLike)):
-        return Cache(cache, create=create)
+        return Cache(cache, create=create, deriver=deriver)
     raise TypeError(f"cache must be None, False or a directory path, got {cache!r}.")
 
 
 def _reduce_kernel(kernel: Kernel):
     """Pickling (registered with ``copyreg``, so the runtime needs no import of this module): the kernel's
-    record, its source and the cache it came from, for ``restore_kernel``."""
-    return restore_kernel, (kernel._meta, kernel.source, kernel._cache_root)
+    record, its source, the cache it came from and its deriver, for ``restore_kernel``."""
+    return restore_kernel, (kernel._meta, kernel.source, kernel._cache_root, kernel._deriver)
 
 
 copyreg.pickle(Kernel, _reduce_kernel)
 
 
-def restore_kernel(meta, source: str, cache_root: str | None) -> Kernel:
+def restore_kernel(meta, source: str, cache_root: str | None, deriver=None) -> Kernel:
     """Unpickling: run the module from the cache it came from when that cache is here and safe, else in memory."""
     if cache_root and Path(cache_root).is_dir():
         try:
-            cache = Cache(cache_root, create=False)
+            cache = Cache(cache_root, create=False, deriver=deriver)
             path = cache.module_path(source_key(source))
             if not _holds(path, source_key(source)):
                 _write_atomic(path, source)
-            return cache._file_kernel(path)
+            return cache._file_kernel(path, meta.key)
         except (CacheError, OSError, _Damaged):
             pass  # not ours to use, or unwritable: the pickle carries all it needs
-    return Kernel(meta, source, None, None)
-
-
-def load(name: str, cache=None) -> Kernel:
-    """A kernel compiled earlier under ``name``, from any process; needs no SymPy.
-
-    Raises ``KernelNotFoundError`` (a ``KeyError``) naming the cache searched
-    and the names it holds when ``name`` is not there.  Creates nothing.
-    """
-    store = open_cache(cache, create=False)
-    if store is None:
-        raise ValueError("load() needs a cache directory; cache=False has none.")
-    return store.load(name)
+    return Kernel(meta, source, None, None, deriver)
 
 
 # -- files -----------------------------------------------------------------

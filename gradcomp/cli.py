@@ -234,7 +234,7 @@ def _progress(tasks: list, describe):
 # -- export --------------------------------------------------------------------
 
 def _export(arguments) -> int:
-    from .cache import load
+    from .build import load
     from .export import write_export
     kernel = load(arguments.name, cache=arguments.cache)
     try:

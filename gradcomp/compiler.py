@@ -6,7 +6,6 @@ printing nor Numba compilation.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import itertools
 import logging
@@ -16,12 +15,12 @@ from collections.abc import Callable, Sequence
 
 import sympy as sp
 
-from .cache import check_name, current_versions, open_cache
-from .codegen import generate
-from .derive import BASE_METHODS, derivative_signature, derive
+from .build import DERIVER, generate_module, kernel_key, subject_key
+from .cache import check_name, open_cache
+from .derive import derivative_signature
 from .errors import CompileError
-from .runtime import Kernel, collector_paused, source_key
-from .spec import Signature, load_signature, make_signature, postorder
+from .runtime import Kernel
+from .spec import Signature, load_signature, make_signature
 
 log = logging.getLogger("gradcomp")
 
@@ -45,13 +44,13 @@ def _compile(make: Callable[[], Signature], cache, started: float) -> Kernel:
     """The kernel of the signature ``make()`` gives: from the cache, else derived, generated and stored."""
     try:
         signature = make()
-        store = open_cache(cache)
+        store = open_cache(cache, deriver=DERIVER)
         subject = subject_key(signature)
         key = kernel_key(subject)
         if store is None:
-            module = _generate(signature, key, started)
-            return Kernel(module.meta, module.source)
-        return store.get_or_build(key, lambda: _generate(signature, key, started), subject=subject,
+            module = generate_module(signature, key, started)
+            return Kernel(module.meta, module.source, deriver=DERIVER)
+        return store.get_or_build(key, lambda: generate_module(signature, key, started), subject=subject,
                                   name=signature.name)
     except RecursionError:
         # gradcomp's own passes are iterative; SymPy's are recursive and give up first
@@ -59,25 +58,6 @@ def _compile(make: Callable[[], Signature], cache, started: float) -> Kernel:
             f"the expression is nested too deeply for SymPy to traverse (Python's recursion limit is "
             f"{sys.getrecursionlimit()}); build it from shared intermediate symbols or raise the limit with "
             f"sys.setrecursionlimit().") from None
-
-
-def extend(kernel: Kernel, methods: list[str]) -> Kernel:
-    """``kernel`` with deferred ``methods`` (the Jacobian, the Hessian, ...) derived too.
-
-    The module is generated again with every method so far plus these, from
-    the signature the module records, and replaces the kernel's cache entry, so
-    a later process finds every method derived so far.
-    """
-    started = time.perf_counter()
-    signature = _recorded_signature(kernel)
-    methods = [*kernel.methods, *methods]
-    store = open_cache(kernel._cache_root) if kernel._cache_root else None
-    if store is None:
-        module = _generate(signature, kernel.key, started, methods)
-        return Kernel(module.meta, module.source)
-    with store.entry_lock(kernel.key):
-        module = _generate(signature, kernel.key, started, methods)
-        return store.store(module.source, source_key(module.source), module.meta, subject_key(signature))
 
 
 def derivative(kernel: Kernel, kind: str = "grad", *, name: str | None = None, cache=None) -> Kernel:
@@ -92,26 +72,8 @@ def derivative(kernel: Kernel, kind: str = "grad", *, name: str | None = None, c
         name = f"{kernel.name}.{kind}"
     if cache is None:
         cache = kernel._cache_root if kernel._cache_root is not None else False
-    signature = _recorded_signature(kernel)
+    signature = load_signature(kernel._import().SIGNATURE)
     return _compile(lambda: derivative_signature(signature, kind, name), cache, started)
-
-
-def _recorded_signature(kernel: Kernel) -> Signature:
-    """What ``kernel`` computes, as its generated module records it (no user code needed)."""
-    return load_signature(kernel._import().SIGNATURE)
-
-
-def _generate(signature: Signature, key: str, started: float, methods=BASE_METHODS):
-    """Differentiate and print: what a cache hit skips."""
-    derived_at = time.perf_counter()
-    with collector_paused():
-        derivation = derive(signature, methods)
-        printed_at = time.perf_counter()
-        module = generate(derivation, key)
-    done_at = time.perf_counter()
-    log.info("compiled %s: signature+key %.3f s, derive %.3f s, codegen %.3f s",
-             signature.name or key[:12], derived_at - started, printed_at - derived_at, done_at - printed_at)
-    return module
 
 
 def kernel(fn: Callable | None = None, *, wrt=None, name=None, cache=None, dtype="float64", **shapes):
@@ -158,31 +120,3 @@ def _symbolic_argument(parameter: str, shape):
     return array, array
 
 
-def subject_key(signature: Signature) -> str:
-    """Hash of what was compiled: its expression DAG, arguments and options (no versions)."""
-    digest = hashlib.sha256()
-    for part in (signature.name, signature.dtype, signature.wrt, signature.out_shape):
-        digest.update(repr(part).encode() + b"\0")
-    for argument in signature.arguments:
-        digest.update(f"{argument.name}{argument.shape}{[sp.srepr(leaf) for leaf in argument.leaves]}".encode())
-    for line in _dag_lines(signature.outputs):
-        digest.update(line.encode() + b"\n")
-    return digest.hexdigest()[:40]
-
-
-def kernel_key(subject: str) -> str:
-    """The cache key: the subject hash plus every version involved (a new version misses the cache)."""
-    digest = hashlib.sha256(subject.encode())
-    for package, version in sorted(current_versions().items()):
-        digest.update(f"{package}={version}".encode() + b"\0")
-    return digest.hexdigest()[:40]
-
-
-def _dag_lines(roots):
-    """The expression DAG as numbered lines, children first; linear in DAG size (srepr is tree size)."""
-    number: dict = {}
-    for expr in postorder(roots):
-        number[expr] = len(number)
-        body = ",".join(str(number[a]) for a in expr.args) if expr.args else sp.srepr(expr)
-        yield f"{type(expr).__name__}({body})"
-    yield "outputs " + ",".join(str(number[r]) for r in roots)

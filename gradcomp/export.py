@@ -12,23 +12,23 @@ object offering the same calls.
 from __future__ import annotations
 
 import ast
+import hashlib
 import inspect
 from pathlib import Path
 
-from . import ir, record, runtime, vecmath
+from . import drivers, ir, pace, record, runtime, vecmath
 from .bridges import dask as dask_bridge
 from .runtime import Kernel
 
 CALLS = ("vjp", "value_and_vjp", "jvp", "jacobian", "grad", "value_and_grad", "hessian")
 """Module-level functions of the export besides ``kernel`` itself (``kernel(*xs)`` is the forward value)."""
 
-_OMITTED_FUNCTIONS = {"import_module"}  # replaced: the export's drivers live in the export itself
 _INLINED = {"from gradcomp.ir import block, core, lanes\n": ir,
             "from gradcomp.record import KernelRecord, MethodRecord\n": record}
 """The generated module's imports of gradcomp -> the modules whose source the export puts in their place."""
-_EMBEDDED = {"vecmath": vecmath, "bridges.dask": dask_bridge}
-"""Modules of gradcomp that a copied module imports (``from . import vecmath``, ``from .bridges.dask import
-run_blockwise``): the export builds each from its source."""
+_EMBEDDED = {"vecmath": vecmath, "bridges.dask": dask_bridge, "drivers": drivers, "pace": pace, "record": record}
+"""Modules of gradcomp that a copied module imports (``from . import vecmath``, ``from .drivers import
+Method``): the export builds each from its source, its own imports of gradcomp embedded likewise."""
 
 
 def export_source(kernel: Kernel) -> str:
@@ -54,7 +54,7 @@ def export_source(kernel: Kernel) -> str:
         _module_source(runtime),
         "",
         "",
-        "def import_module(source, path):",
+        "def import_module(source, path, key):",
         '    """The drivers are in this very module."""',
         "    return sys.modules[__name__]",
         "",
@@ -91,8 +91,6 @@ def _module_source(module) -> str:
     for node in tree.body:
         if _is_docstring(node) or (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
             continue
-        if isinstance(node, ast.FunctionDef) and node.name in _OMITTED_FUNCTIONS:
-            continue
         node = _WithoutGradcomp().visit(node)
         if node is not None:
             kept.append(node)
@@ -119,12 +117,19 @@ class _WithoutGradcomp(ast.NodeTransformer):
 
 
 def _embedded(name: str, variable: str | None = None) -> list[ast.stmt]:
-    """Statements that make ``variable`` (default: ``name``) a module object built from the source of
-    ``gradcomp.<name>``."""
+    """Statements that make ``variable`` (default: ``name``) the module object built from the source of
+    ``gradcomp.<name>``: built once per process (kept in ``sys.modules`` under a name holding its source's
+    hash), so every module of the export that imports it shares one copy, its locks included."""
     variable = variable or name
-    source = inspect.getsource(_EMBEDDED[name])
-    return ast.parse(f"import types as _types\n{variable} = _types.ModuleType({name!r})\n"
-                     f"exec(compile({source!r}, 'gradcomp.{name} (copied)', 'exec'), {variable}.__dict__)").body
+    source = ast.unparse(_WithoutGradcomp().visit(ast.parse(inspect.getsource(_EMBEDDED[name]))))
+    key = f"gradcomp_export_{name.replace('.', '_')}_{hashlib.sha256(source.encode()).hexdigest()[:16]}"
+    return ast.parse(
+        f"import sys as _sys, types as _types\n"
+        f"if {key!r} not in _sys.modules:\n"
+        f"    _module = _types.ModuleType({key!r})\n"
+        f"    exec(compile({source!r}, 'gradcomp.{name} (copied)', 'exec'), _module.__dict__)\n"
+        f"    _sys.modules[{key!r}] = _module\n"
+        f"{variable} = _sys.modules[{key!r}]").body
 
 
 def _is_docstring(node: ast.AST) -> bool:

@@ -6,96 +6,22 @@ Numba alone.
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import hashlib
-import importlib.util
 import logging
-import math
-import os
-import sys
-import threading
 import time
 import types
-import warnings
 from math import prod
 
 import numpy as np
 
+from . import drivers
 from .bridges.dask import is_dask_array, run_blockwise
+from .drivers import FIRST_CALLS, Method, import_module
 from .record import DRIVERS
 
 log = logging.getLogger("gradcomp")
 _NUMERIC_KINDS = "biuf"
 CHUNK_BYTES = 64 << 20
 """Inputs that need converting (dtype, layout, partial broadcast) are converted this much at a time."""
-_FIRST_CALLS = threading.RLock()
-"""Held while a generated module is imported, a function compiled or loaded, or the point function frozen.
-
-The first call from many threads at once compiles once; later calls never take it."""
-_parallel_slot = threading.Lock()
-"""Held while a parallel driver runs where Numba's threading layer allows one at a time (workqueue)."""
-_threading_layer: str | None = None
-"""The Numba threading layer gradcomp's parallel drivers run on, once the first of them is ready."""
-_parallel_exclusive = True
-"""Parallel drivers one at a time: true until the layer is known to be thread-safe (TBB, OpenMP)."""
-_parallel_off = False
-"""In a child forked from a process running GNU OpenMP, which it cannot use: serial drivers only."""
-
-
-class _Method:
-    """A generated method's calling convention, read once from its MethodRecord (the module's META)."""
-
-    __slots__ = ("name", "inputs", "outputs", "cores", "rows_are_results", "parallel_min_points", "layout",
-                 "point", "point_ready", "serial", "parallel", "parallel_started", "pace")
-
-    def __init__(self, name: str, info):
-        self.name = name
-        self.inputs = [(block_name, tuple(shape), prod(shape)) for block_name, shape in info.inputs]
-        self.outputs = [(block_name, tuple(shape), prod(shape)) for block_name, shape in info.outputs]
-        self.cores = [core for _, core, _ in self.inputs]
-        self.rows_are_results = all(len(shape) == 1 for _, shape, _ in self.outputs)
-        self.parallel_min_points = info.parallel_min_points
-        self.layout = info.layout
-        self.point = self.serial = self.parallel = None
-        self.point_ready = self.parallel_started = False
-        self.pace = _Pace()
-
-
-class _Pace:
-    """Which driver runs a large batch: the parallel one, unless its last two runs were both slower per
-    point than the serial one, as when other processes hold the cores.  Measured on 2 cores with one
-    busy process beside: mlp8x16x4's VJP ran 0.3 Mpts/s on two threads at N = 2000 (each call waited a
-    scheduler slice for the second thread) and 18 Mpts/s on one.  Two runs, because one may be slow
-    for other reasons (the first touch of a new output's pages); a slow parallel driver is tried
-    again every ``RETRY``-th batch, and the serial one is timed once if it never ran a large batch."""
-
-    RETRY = 8
-    __slots__ = ("serial", "parallel", "skipped", "parallel_runs")
-
-    def __init__(self):
-        self.serial = None  # seconds per point of the last large batch on the serial driver
-        self.parallel = (math.inf, math.inf)  # ... of the last two on the parallel driver
-        self.skipped = 0
-        self.parallel_runs = 0
-
-    def parallel_wanted(self) -> bool:
-        fastest = min(self.parallel)
-        if fastest == math.inf or (self.serial is not None and fastest <= self.serial):
-            return self.serial is not None or self.parallel_runs < 3  # after a few runs: time the serial once
-        self.skipped += 1
-        if self.skipped >= self.RETRY:
-            self.skipped = 0
-            return True
-        return False
-
-    def record(self, parallel: bool, points: int, seconds: float) -> None:
-        if parallel:
-            self.parallel_runs += 1
-            if self.parallel_runs > 1:  # the first run starts the threads
-                self.parallel = (self.parallel[1], seconds / points)
-        else:
-            self.serial = seconds / points
 
 
 class Kernel:
@@ -106,8 +32,13 @@ class Kernel:
     a NumPy generalized ufunc.  See ``gradcomp.compile``.
     """
 
-    def __init__(self, meta: dict, source: str, path: str | None = None, cache_root: str | None = None):
+    def __init__(self, meta, source: str, path: str | None = None, cache_root: str | None = None,
+                 deriver=None):
+        """``meta`` the module's KernelRecord, ``source`` its text, ``path`` its file (None: run in memory),
+        ``cache_root`` the cache it lives in; ``deriver(kernel, names)`` returns the kernel extended with the
+        deferred methods ``names`` (the compiler hands one over; without it those methods are refused)."""
         self._meta = meta
+        self._deriver = deriver
         self.source: str = source
         """The generated Python source."""
         self.key: str = meta.key
@@ -118,7 +49,7 @@ class Kernel:
         self.path = path
         self._cache_root = cache_root
         self._module: types.ModuleType | None = None
-        self._methods = {name: _Method(name, info) for name, info in meta.methods.items()}
+        self._methods = {name: Method(name, info) for name, info in meta.methods.items()}
         self._deferred = meta.deferred
         self._unit = np.ones((), self.dtype)  # the cotangent of grad()
         self._arguments = [(name, tuple(shape)) for name, shape in meta.arguments]
@@ -127,6 +58,7 @@ class Kernel:
         self.out_shape: tuple[int, ...] = tuple(meta.out_shape)
         self.arg_shapes: tuple[tuple[int, ...], ...] = tuple(shape for _, shape in self._arguments)
         self.arg_names: tuple[str, ...] = tuple(name for name, _ in self._arguments)
+        self._label = self.name or self.key[:12]  # for the log
 
     # -- public methods ----------------------------------------------------
     def __call__(self, *xs, out=None):
@@ -334,15 +266,13 @@ class Kernel:
 
     def _import(self) -> types.ModuleType:
         if self._module is None:
-            self._module = import_module(self.source, self.path)
+            self._module = import_module(self.source, self.path, self.key)
         return self._module
 
-    def _load(self, method: _Method) -> None:
-        module = self._import()
-        for driver in DRIVERS:
-            setattr(method, driver, getattr(module, f"{method.name}_{driver}"))
+    def _load(self, method: Method) -> None:
+        drivers.pick(self._import(), method)
 
-    def _method(self, name: str) -> _Method:
+    def _method(self, name: str) -> Method:
         """The method called ``name``, derived now if it was deferred (this needs SymPy, like compiling)."""
         method = self._methods.get(name)
         if method is not None:
@@ -353,21 +283,27 @@ class Kernel:
         return self._methods[name]
 
     def _derive(self, names) -> None:
-        """Derive deferred methods, all in one new module (which replaces this kernel's cache entry)."""
-        with _FIRST_CALLS:
+        """Derive deferred methods, all in one new module (which replaces this kernel's cache entry), and
+        hand what this process compiled of the other methods on to the new module."""
+        with FIRST_CALLS:
             missing = [name for name in names if name not in self._methods]
             if not missing:
                 return
-            from .compiler import extend
+            if self._deriver is None:
+                raise ValueError(
+                    f"this kernel cannot derive {', '.join(missing)}: it was made without gradcomp's compiler "
+                    f"(an exported module has every method it offers derived already).")
             started = time.perf_counter()
-            extended = extend(self, missing)
+            extended = self._deriver(self, missing)
+            old_module = self._module
             self._meta, self.source, self.path = extended._meta, extended.source, extended.path
-            self._module = None  # methods loaded before keep their functions; the rest load from the new module
+            self._module = None
             for other, info in self._meta.methods.items():
-                self._methods.setdefault(other, _Method(other, info))
+                self._methods.setdefault(other, Method(other, info))
             self._deferred = self._meta.deferred
-            log.info("%s: derived %s in %.2f s", self.name or self.key[:12], ", ".join(missing),
-                     time.perf_counter() - started)
+            handed = [] if old_module is None else drivers.adopt(self._methods.values(), old_module, self._import())
+            log.info("%s: derived %s in %.2f s (%d compiled functions handed on to the new module)", self._label,
+                     ", ".join(missing), time.perf_counter() - started, len(handed))
 
     def _run(self, name: str, values, out=None):
         """Run one method; the hot path of every call.
@@ -400,15 +336,15 @@ class Kernel:
         The first call compiles (or loads) the point function for exactly
         these types, then freezes it: a later call with other types raises
         TypeError at dispatch instead of compiling a variant per input type.
-        First calls from several threads take turns (``_FIRST_CALLS``): one
+        First calls from several threads take turns (``FIRST_CALLS``): one
         compiles and freezes, the others find it ready.
         """
         if not method.point_ready:
-            with _FIRST_CALLS:
+            with FIRST_CALLS:
                 if not method.point_ready:
                     if method.point is None:
                         self._load(method)
-                    rows = _first_call(self, method.point, values)
+                    rows = drivers.first_call(self._label, method.point, values)
                     method.point.disable_compile()
                     method.point_ready = True
                     return rows if method.rows_are_results else _shape_rows(method, rows)
@@ -417,60 +353,12 @@ class Kernel:
 
     def _load_method(self, method) -> None:
         """Import the generated module and pick ``method``'s functions, once, whichever thread comes first."""
-        with _FIRST_CALLS:
+        with FIRST_CALLS:
             if any(getattr(method, driver) is None for driver in DRIVERS):
                 self._load(method)
 
     def _ready(self, driver, parallel: bool, args) -> None:
-        """Compile ``driver`` for the types of ``args`` (or load it from Numba's cache), once, without running it.
-
-        After the first parallel driver, records which threading layer Numba took:
-        Numba's own choice (TBB where installed, else OpenMP, else workqueue) or the
-        user's.  gradcomp keeps it: OpenMP ran the memory-bound seed case at 1000
-        Mpts/s where workqueue ran 615, and a forked child runs gradcomp's batches
-        serially instead (``_after_fork_in_child``), so a fork never hangs.
-        """
-        with _FIRST_CALLS:
-            if driver.signatures:
-                return
-            started = time.perf_counter()
-            with collector_paused():
-                driver.compile(tuple(driver.typeof_pyval(arg) for arg in args))
-            log.info("%s: %s ready in %.2f s (Numba compiled it or loaded it from the cache)",
-                     self.name or self.key[:12], driver.__name__, time.perf_counter() - started)
-            if parallel:
-                _note_threading_layer()
-
-    def _compile_in_background(self, method, args) -> None:
-        """Start compiling (or loading) ``method``'s parallel driver on a thread of its own, once.
-
-        A prange driver costs Numba 0.2-0.6 s more than the serial one; the
-        first large batch runs serially meanwhile, so a cold call pays for one
-        driver, not both.
-        """
-        if method.parallel_started:  # the compile is under way: no lock, so the call goes on at once
-            return
-        with _FIRST_CALLS:
-            if method.parallel_started:
-                return
-            method.parallel_started = True
-        types = tuple(method.parallel.typeof_pyval(arg) for arg in args)  # types only: no reference to the data
-
-        def compile_parallel():
-            # not under _FIRST_CALLS, which would stall other methods' first calls meanwhile: Numba's own
-            # compiler lock serializes compiles, and a dispatcher compiles a signature it already has only once
-            try:
-                started = time.perf_counter()
-                with collector_paused():
-                    method.parallel.compile(types)
-                _note_threading_layer()
-                log.info("%s: %s ready in %.2f s (in the background; Numba compiled it or loaded it from the "
-                         "cache)", self.name or self.key[:12], method.parallel.__name__, time.perf_counter() - started)
-            except Exception:  # the serial driver keeps serving every batch
-                log.exception("%s: compiling %s failed; batches run serially", self.name or self.key[:12],
-                              method.parallel.__name__)
-
-        threading.Thread(target=compile_parallel, name=f"gradcomp-{method.name}-parallel", daemon=True).start()
+        drivers.ready(self._label, driver, parallel, args)
 
     def _run_general(self, method, values, out):
         """Any batch shapes: convert, broadcast, run on all points, shape the results."""
@@ -533,22 +421,23 @@ class Kernel:
                 array = np.ascontiguousarray(array, dtype)
                 call_args += (array.reshape(1 if shared else points, size), 0 if shared else 1)
             large = points >= method.parallel_min_points
-            parallel = large and not _parallel_off and method.pace.parallel_wanted()
+            parallel = large and not drivers.parallel_off and method.pace.parallel_wanted()
             args = (points, *call_args, *rows)
             if parallel and not method.parallel.signatures:
                 if not method.serial.signatures:
                     self._ready(method.serial, False, args)  # first: the background compile holds the lock a while
-                self._compile_in_background(method, args)
+                drivers.compile_in_background(self._label, method, args, self.path is not None)
                 parallel = False  # until the parallel driver is ready, batches run on the serial one
             driver = method.parallel if parallel else method.serial
             if not driver.signatures:
                 self._ready(driver, parallel, args)
-            if parallel and _parallel_exclusive:
-                if _parallel_slot.acquire(blocking=False):
+            if parallel and drivers.parallel_exclusive:
+                slot = drivers.parallel_slot
+                if slot.acquire(blocking=False):
                     try:
                         _timed(method, True, large, driver, args)
                     finally:
-                        _parallel_slot.release()
+                        slot.release()
                     return
                 driver, parallel = method.serial, False  # the only parallel slot is taken: run on this core
                 if not driver.signatures:
@@ -646,33 +535,6 @@ def _timed(method, parallel: bool, large: bool, driver, args) -> None:
     method.pace.record(parallel, args[0], time.perf_counter() - started)
 
 
-def _first_call(kernel, function, args):
-    """Call a generated function that has no machine code yet, and log what that cost."""
-    started = time.perf_counter()
-    with collector_paused():
-        result = function(*args)
-    log.info("%s: %s ready in %.2f s (Numba compiled it or loaded it from the cache)",
-             kernel.name or kernel.key[:12], function.__name__, time.perf_counter() - started)
-    return result
-
-
-@contextlib.contextmanager
-def collector_paused():
-    """Python's cycle collector off while the compiler makes and drops millions of objects that hold no
-    cycles worth collecting.  Its full passes, which walk every object alive (a kernel's SymPy
-    expressions among them), took 10% of deriving a 1152-state Brusselator (3.4 s -> 3.0 s), and 0.65 s
-    of Numba's 3 s compiling LJ-48's single-point VJP (0.8 of 3.9 s for its serial driver).  Paused by
-    every driver compile, the background one too: overlapping pauses leave the collector as the first
-    found it."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two arrays share memory (a problem too hard to decide counts as shared)."""
     if not np.may_share_memory(a, b):
@@ -681,50 +543,6 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
         return np.shares_memory(a, b, max_work=1 << 20)
     except getattr(np, "exceptions", np).TooHardError:
         return True
-
-
-def _note_threading_layer() -> None:
-    """After a parallel driver is ready: the layer Numba took says whether drivers may run concurrently."""
-    global _threading_layer, _parallel_exclusive
-    if _threading_layer is None:
-        from numba.np.ufunc import parallel
-        _threading_layer = parallel._threading_layer
-        # workqueue aborts the process when two threads launch parallel work at once
-        _parallel_exclusive = _threading_layer not in ("tbb", "omp")
-
-
-def _gnu_openmp_running() -> bool:
-    """Whether Numba's threading layer in this process is OpenMP on Linux (GNU OpenMP: not fork-safe)."""
-    parallel = sys.modules.get("numba.np.ufunc.parallel")
-    return (sys.platform.startswith("linux") and parallel is not None and parallel._is_initialized
-            and parallel._threading_layer == "omp")
-
-
-_warned_fork = False
-
-
-def _before_fork() -> None:
-    global _warned_fork
-    if not _warned_fork and _gnu_openmp_running():
-        _warned_fork = True
-        warnings.warn(
-            "gradcomp: this process forks while Numba runs on GNU OpenMP (threading layer 'omp'), which is not "
-            "fork-safe: in the child, gradcomp runs batches on one core (its serial driver). For parallel batches "
-            "in forked children, leave NUMBA_THREADING_LAYER unset or set it to 'tbb' (pip install tbb) or "
-            "'workqueue'; or start processes with 'spawn' or 'forkserver'.", RuntimeWarning, stacklevel=2)
-
-
-def _after_fork_in_child() -> None:
-    """A forked child has one thread: locks held by the parent's other threads are fresh again."""
-    global _FIRST_CALLS, _parallel_slot, _parallel_off
-    _FIRST_CALLS = threading.RLock()
-    _parallel_slot = threading.Lock()
-    if _gnu_openmp_running():
-        _parallel_off = True
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def _allocate(batch, outputs, dtype) -> list:
@@ -741,25 +559,3 @@ def _allocate(batch, outputs, dtype) -> list:
         results.append(block[start:start + points * size].reshape(batch + shape))
         start += points * size
     return results
-
-
-def source_key(source: str) -> str:
-    """The hash of a generated module's text: its file name in the cache."""
-    return hashlib.sha256(source.encode()).hexdigest()[:32]
-
-
-def import_module(source: str, path: str | None) -> types.ModuleType:
-    """The generated module: imported from its file (so Numba can cache) or run in memory."""
-    key = source_key(source)
-    module_name = f"gradcomp_kernel_{key}"
-    if module_name in sys.modules and getattr(sys.modules[module_name], "__file__", None) == path:
-        return sys.modules[module_name]
-    if path is None:
-        module = types.ModuleType(module_name)
-        exec(compile(source, f"<gradcomp kernel {key}>", "exec"), module.__dict__)
-    else:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    sys.modules[module_name] = module
-    return module

@@ -126,14 +126,45 @@ def test_a_pickle_from_a_cache_that_is_gone_runs_in_memory(cache):
     assert_small_vjp_correct(clone)
 
 
+
+EVERY_DRIVER = """
+import json, threading
+import numpy as np, sympy as sp
+import gradcomp as gc
+xs = sp.symbols("x0:12")
+kernel = gc.compile([sp.sin(xs[i]) * xs[(i + 1) % 12] + sp.exp(xs[(i + 3) % 12] * xs[i]) for i in range(12)],
+                    [list(xs)], name="every_driver")
+point, cotangent = np.linspace(0.1, 1.2, 12), np.ones(12)
+batch = np.tile(point, (40_000, 1))
+results = [kernel(point), kernel.vjp(point, cotangent), kernel.jacobian(point)]  # the Jacobian is derived now
+results += [kernel(batch), kernel.vjp(batch, cotangent), kernel.jacobian(batch)]  # large: parallel drivers too
+for thread in threading.enumerate():  # the first process leaves them to finish at exit, for the next
+    if thread.name.startswith("gradcomp-") and WAIT:
+        thread.join()
+compiled = [f"{name}_{kind} ({sum(driver.stats.cache_misses.values())})"
+            for name, method in kernel._methods.items() for kind in ("point", "serial", "parallel")
+            if (driver := getattr(method, kind)) is not None and sum(driver.stats.cache_misses.values())]
+print(json.dumps({"compiled": compiled, "parallel_ready": kernel._methods["jacobian"].parallel.signatures != []}))
+"""
+"""Calls every method on a point and on a batch; says which drivers Numba compiled instead of loading."""
+
+
+def test_every_driver_a_process_compiled_loads_in_the_next_one_though_it_derived_a_method(cache):
+    """Deriving the Jacobian writes a new module; what was compiled in the one it replaces is handed on."""
+    first = run_python("WAIT = False" + EVERY_DRIVER, cache)
+    assert first["compiled"]
+    for _ in range(2):  # the second process, and the third
+        later = run_python("WAIT = True" + EVERY_DRIVER, cache)
+        assert later["compiled"] == [] and later["parallel_ready"]
+
 # -- concurrency ----------------------------------------------------------------------
 
 def test_four_processes_compiling_one_new_kernel_derive_it_once_and_leave_one_entry(cache):
     count_builds = (
         "import gradcomp.compiler\n"
         "builds = []\n"
-        "generate = gradcomp.compiler._generate\n"
-        "gradcomp.compiler._generate = lambda *args: builds.append(1) or generate(*args)\n")
+        "generate = gradcomp.compiler.generate_module\n"
+        "gradcomp.compiler.generate_module = lambda *args: builds.append(1) or generate(*args)\n")
     report_builds = "print(json.dumps({'correct': bool(ok), 'builds': len(builds)}))\n"
     code = textwrap.dedent(count_builds + COMPILE_SMALL + VJP_REPORT) + report_builds
     env = {**os.environ, "GRADCOMP_CACHE_DIR": str(cache)}
@@ -153,8 +184,8 @@ def test_four_processes_compiling_one_new_kernel_derive_it_once_and_leave_one_en
 
 def test_threads_compiling_one_new_kernel_derive_it_once(cache, monkeypatch):
     builds = []
-    generate = gradcomp.compiler._generate
-    monkeypatch.setattr(gradcomp.compiler, "_generate", lambda *args: builds.append(1) or generate(*args))
+    generate = gradcomp.compiler.generate_module
+    monkeypatch.setattr(gradcomp.compiler, "generate_module", lambda *args: builds.append(1) or generate(*args))
     kernels = []
     threads = [threading.Thread(target=lambda: kernels.append(compile_small(cache))) for _ in range(4)]
     for thread in threads:
@@ -173,7 +204,7 @@ def test_a_lock_left_by_a_killed_compiler_does_not_block(cache):
         def hang(*args):
             print("building", flush=True)
             time.sleep(120)
-        gradcomp.compiler._generate = hang
+        gradcomp.compiler.generate_module = hang
         """) + COMPILE_SMALL
     worker = subprocess.Popen([sys.executable, "-c", hang_while_building], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "GRADCOMP_CACHE_DIR": str(cache)})
@@ -217,7 +248,7 @@ def _readable(path: Path, kind: str) -> bool:
     if kind == "index":
         return "source_key" in json.loads(data)
     if kind == "module":
-        return path.name == f"k_{gradcomp.runtime.source_key(data.decode())}.py"
+        return path.name == f"k_{gradcomp.drivers.source_key(data.decode())}.py"
     with path.open("rb") as handle:  # Numba's layout: a pickled version, then the pickled payload
         if kind == "numba index":
             pickle.load(handle)

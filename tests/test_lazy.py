@@ -72,16 +72,15 @@ def test_ir_shows_the_core_with_the_listings_names():
 
 def test_a_drivers_first_call_runs_with_the_cycle_collector_paused_and_restores_it():
     import gc as collector
-    from types import SimpleNamespace
 
-    from gradcomp import runtime
+    from gradcomp import drivers
     seen = []
 
     def driver(value):
         seen.append(collector.isenabled())
         return value + 1
 
-    assert runtime._first_call(SimpleNamespace(name="k", key="0" * 12), driver, (6,)) == 7
+    assert drivers.first_call("k", driver, (6,)) == 7
     assert seen == [False] and collector.isenabled()
 
 

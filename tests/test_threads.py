@@ -122,6 +122,48 @@ def test_process_pools_after_a_parallel_batch_finish(tmp_path, method):
     assert f"results {[i * 400_000.0 for i in range(4)]}" in done.stdout, done.stdout + done.stderr
 
 
+FORK_DURING_COMPILE_SCRIPT = """
+    import multiprocessing, threading
+
+    import numpy as np
+    import sympy as sp
+
+    import gradcomp as gc
+
+    x = sp.symbols("x0:3")
+    kernel = gc.compile([x[0] * x[1] * x[2], x[0] + x[2]], [list(x)], cache=False)
+
+
+    def child_point(i):
+        return kernel.vjp(np.full(3, float(i)), np.ones(2)).tolist()
+
+
+    def child_batch(i):
+        return float(kernel.vjp(np.full((300_000, 3), float(i)), np.ones(2))[:, 1].sum())
+
+
+    if __name__ == "__main__":
+        kernel.vjp(np.random.rand(2_000_000, 3), np.ones(2))  # serial; the parallel driver compiles meanwhile
+        compiling = [t for t in threading.enumerate() if t.name.startswith("gradcomp-")]
+        print("compiling at the fork", bool(compiling) and compiling[0].is_alive())
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            print("points", pool.map_async(child_point, range(4)).get(120))
+            print("batches", pool.map_async(child_batch, range(4)).get(120))
+"""
+
+
+def test_a_fork_in_the_middle_of_a_background_compile_neither_hangs_nor_loses_the_driver(tmp_path):
+    """The fork waits for the compile in flight (it holds Numba's compiler lock, which the children need)."""
+    if "fork" not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip("no fork start method on this platform")
+    done = _run_script(tmp_path, FORK_DURING_COMPILE_SCRIPT)
+    assert done.returncode == 0, done.stderr
+    assert "compiling at the fork True" in done.stdout, done.stdout
+    expected_points = [[i * i + 1, i * i, i * i + 1] for i in range(4)]  # v = (1, 1)
+    assert f"points {[[float(v) for v in row] for row in expected_points]}" in done.stdout, done.stdout
+    assert f"batches {[i * i * 300_000.0 for i in range(4)]}" in done.stdout, done.stdout
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="elsewhere Numba's default is fork-safe already")
 def test_a_threading_layer_the_user_chose_is_kept(tmp_path):
     done = _run_script(tmp_path, """
