@@ -2,7 +2,9 @@
 
 Layout under the cache root (one directory per layout version)::
 
-    CACHEDIR.TAG               marks the directory as a gradcomp cache (and a cache to backup tools)
+    CACHEDIR.TAG               marks the directory as a gradcomp cache (and a cache to backup tools), where
+                               gradcomp created it or found it empty
+    v1/CACHEDIR.TAG            marks the layout directory gradcomp writes into, whatever else the root holds
     v1/index/<key>.json        key -> generated module, versions, creation; its mtime is the last use
     v1/modules/k_<skey>.py     the generated module; Python's and Numba's __pycache__ sit beside it
     v1/names/<name>.json       registered name -> key
@@ -60,6 +62,7 @@ _MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
 _LAYOUT_DIRS = ("index", "modules", "names", "locks")
 _TEMPORARY = r"\..+\.tmp"  # what _write_atomic leaves if killed
 _OWN_FILES = {  # folder under the layout directory -> the names of the files gradcomp writes there
+    "": re.compile(rf"{MARKER}|{_TEMPORARY}"),
     "index": re.compile(rf"[0-9a-f]{{8,64}}\.json|{_TEMPORARY}"),
     "modules": re.compile(rf"k_[0-9a-f]{{8,64}}\.py|{_TEMPORARY}"),
     "modules/__pycache__": re.compile(r"k_[0-9a-f]{8,64}\..+"),  # Python's .pyc, Numba's .nbi/.nbc (and temporaries)
@@ -201,6 +204,13 @@ class Cache:
             if _only_layout(self.root):
                 _write_atomic(marker, _MARKER_TEXT)
 
+    def _mark_layout(self) -> None:
+        """Mark the layout directory before the first file goes into it: what gradcomp wrote is then known
+        to be gradcomp's even in a directory that holds the user's own files beside it (``is_cache_dir``)."""
+        marker = self.base / MARKER
+        if not marker.exists():
+            _write_atomic(marker, _MARKER_TEXT)
+
     # -- paths -------------------------------------------------------------
     def _index_path(self, key: str) -> Path:
         return self.base / "index" / f"{key}.json"
@@ -306,6 +316,7 @@ class Cache:
     # -- writing -----------------------------------------------------------
     def store(self, source: str, source_key: str, meta, subject: str | None = None) -> Kernel:
         """Write the module (unless an intact copy is there) and its index entry; raises OSError if it cannot."""
+        self._mark_layout()
         path = self.module_path(source_key)
         if not _holds(path, source_key):
             _write_atomic(path, source)
@@ -369,6 +380,7 @@ class Cache:
             import fcntl
             path = self._lock_path(key)
             _make_private_dirs(path.parent)
+            self._mark_layout()
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except (ImportError, OSError):  # no flock (Windows) or a read-only cache: build unlocked
             yield
@@ -453,11 +465,9 @@ class Cache:
             size = _size(path)
             if _remove(path):
                 freed += size
-        for folder in sorted(_OWN_FILES, key=len, reverse=True):  # modules/__pycache__ before modules
-            with contextlib.suppress(OSError):
+        for folder in sorted(_OWN_FILES, key=len, reverse=True):  # modules/__pycache__ before modules, the
+            with contextlib.suppress(OSError):                  # layout directory ("") last
                 (self.base / folder).rmdir()
-        with contextlib.suppress(OSError):
-            self.base.rmdir()
         return freed
 
     def _own_files(self) -> Iterator[Path]:
@@ -595,7 +605,7 @@ def _only_layout(root: Path) -> bool:
     folders in it, temporary files of the marker (raises OSError if it cannot be read)."""
     for child in root.iterdir():
         if child.name == LAYOUT and child.is_dir() and not child.is_symlink():
-            if not all(sub.name in _LAYOUT_DIRS and sub.is_dir() for sub in child.iterdir()):
+            if not all((sub.name in _LAYOUT_DIRS and sub.is_dir()) or sub.name == MARKER for sub in child.iterdir()):
                 return False
         elif child.name != MARKER and not re.fullmatch(rf"\.{MARKER}\..+\.tmp", child.name):
             return False
@@ -603,14 +613,16 @@ def _only_layout(root: Path) -> bool:
 
 
 def is_cache_dir(root: str | os.PathLike) -> bool:
-    """Whether ``root`` is a directory gradcomp made: it holds gradcomp's marker file, or nothing but
-    gradcomp's layout (as caches written before the marker existed do), or nothing at all."""
+    """Whether ``root`` is a directory gradcomp compiled into: it or its layout directory holds gradcomp's
+    marker file, or it holds nothing but gradcomp's layout (as caches written before the marker existed do),
+    or nothing at all."""
     root = Path(root)
     if not root.is_dir():
         return False
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        if "gradcomp" in (root / MARKER).read_text():
-            return True
+    for marker in (root / MARKER, root / LAYOUT / MARKER):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if "gradcomp" in marker.read_text():
+                return True
     try:
         return _only_layout(root)
     except OSError as exc:

@@ -456,15 +456,22 @@ def test_a_new_cache_directory_is_marked_as_a_gradcomp_cache(cache):
     assert gradcomp.cache.is_cache_dir(cache)
 
 
-def test_a_directory_with_other_content_is_neither_marked_nor_taken_for_a_cache(tmp_path):
+def test_a_directory_with_other_content_is_not_tagged_whole_but_its_layout_directory_is(tmp_path):
     project = tmp_path / "project"
     (project / "v2_release").mkdir(parents=True)
     (project / "v2_release" / "notes.txt").write_text("mine")
-    compile_small(project)  # compiling into it is allowed; it must not be tagged as a cache for backup tools
-    assert not (project / "CACHEDIR.TAG").exists()
-    (project / "v1" / "my_notes").mkdir()
+    compile_small(project)  # backup tools must still see the user's files: only v1/, gradcomp's own, is tagged
+    assert not (project / "CACHEDIR.TAG").exists() and (project / "v1" / "CACHEDIR.TAG").exists()
+    assert gradcomp.cache.is_cache_dir(project)
+    assert gradcomp.cache.existing_cache(project).entries()
+
+
+def test_a_directory_gradcomp_never_wrote_into_is_not_taken_for_a_cache(tmp_path):
+    project = tmp_path / "project"
+    (project / "v1" / "my_notes").mkdir(parents=True)
+    (project / "v2_release").mkdir()
     assert not gradcomp.cache.is_cache_dir(project)
-    with pytest.raises(gc.CacheError, match="project is not a gradcomp cache.*v2_release"):
+    with pytest.raises(gc.CacheError, match="project is not a gradcomp cache.*v1, v2_release"):
         gradcomp.cache.existing_cache(project)
 
 

@@ -153,6 +153,15 @@ def test_cache_clear_leaves_a_users_folders_in_the_cache_directory(cache, capsys
     assert notes.read_text() == "keep me" and Cache(cache).entries() == []
 
 
+def test_cache_clear_cleans_a_users_directory_gradcomp_compiled_into_and_keeps_the_users_folders(tmp_path):
+    directory = foreign_directory(tmp_path)
+    (directory / "v1x").mkdir()
+    gc.compile(x ** 2, [x], cache=directory)(1.0)
+    assert gradcomp_command("cache", "clear", cache=directory).returncode == 0
+    assert sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*")) == [
+        "v1x", "v2_release", "v2_release/notes.txt"]
+
+
 @pytest.mark.parametrize("action", ["list", "info", "clear", "prune"])
 def test_cache_commands_refuse_a_directory_that_is_not_a_gradcomp_cache(tmp_path, action):
     directory = foreign_directory(tmp_path)
