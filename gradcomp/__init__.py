@@ -4,9 +4,8 @@ Importing gradcomp imports neither SymPy nor Numba; compiling imports SymPy,
 calling a kernel imports Numba.
 """
 
-__version__ = "0.1.0"
-
-from .errors import CacheError, CompileError  # noqa: E402
+from .errors import CacheError, CompileError
+from .version import __version__
 
 __all__ = ["compile", "kernel", "derivative", "load", "Kernel", "CompileError", "CacheError", "__version__"]
 

@@ -40,11 +40,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, numba_cache
+from . import numba_cache
 from .drivers import import_module, source_key
 from .errors import CacheError
 from .record import DRIVERS
 from .runtime import Kernel
+from .version import __version__
 
 LAYOUT = "v1"
 DEFAULT_MAX_BYTES = 1 << 30

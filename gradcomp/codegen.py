@@ -27,11 +27,11 @@ import sympy as sp
 from sympy.core.numbers import mlib
 from sympy.logic.boolalg import BooleanAtom
 
-from . import __version__
 from .derive import Derivation, Program, available_methods
 from .functions import rule_for
 from .record import DRIVERS, KernelRecord, MethodRecord
 from .spec import dump_signature
+from .version import __version__
 
 PARALLEL_WORK = 1_000_000
 """Operations (points x ops per point) from which a batch runs on all cores.

@@ -16,7 +16,7 @@ import hashlib
 import inspect
 from pathlib import Path
 
-from . import drivers, ir, pace, record, runtime, vecmath
+from . import arguments, drivers, ir, pace, record, runtime, vecmath
 from .bridges import dask as dask_bridge
 from .runtime import Kernel
 
@@ -26,7 +26,8 @@ CALLS = ("vjp", "value_and_vjp", "jvp", "jacobian", "grad", "value_and_grad", "h
 _INLINED = {"from gradcomp.ir import block, core, lanes\n": ir,
             "from gradcomp.record import KernelRecord, MethodRecord\n": record}
 """The generated module's imports of gradcomp -> the modules whose source the export puts in their place."""
-_EMBEDDED = {"vecmath": vecmath, "bridges.dask": dask_bridge, "drivers": drivers, "pace": pace, "record": record}
+_EMBEDDED = {"vecmath": vecmath, "bridges.dask": dask_bridge, "drivers": drivers, "pace": pace, "record": record,
+             "arguments": arguments}
 """Modules of gradcomp that a copied module imports (``from . import vecmath``, ``from .drivers import
 Method``): the export builds each from its source, its own imports of gradcomp embedded likewise."""
 

@@ -14,12 +14,12 @@ from math import prod
 import numpy as np
 
 from . import drivers
+from .arguments import allocate, as_array, broadcast, check_out, overlap, wrong_count, wrong_shape
 from .bridges.dask import is_dask_array, run_blockwise
 from .drivers import FIRST_CALLS, Method, import_module
 from .record import DRIVERS
 
 log = logging.getLogger("gradcomp")
-_NUMERIC_KINDS = "biuf"
 CHUNK_BYTES = 64 << 20
 """Inputs that need converting (dtype, layout, partial broadcast) are converted this much at a time."""
 
@@ -157,6 +157,12 @@ class Kernel:
                 f"hessian() needs a scalar output and one wrt argument; this kernel has output shape "
                 f"{self.out_shape} and wrt ({', '.join(self._wrt_names())}). Use jacobian() of a gradient kernel.")
         return self._run("hessian", xs, out)[0]
+
+    def run(self, method: str, *blocks, out=None) -> list:
+        """The results of the method named ``method`` (one of ``available_methods``) on its input blocks,
+        as a list of arrays, one per output block (batch + block shape): every public method is this call
+        plus the shaping of its arguments and results.  The dask bridge runs it on each block."""
+        return self._run(method, blocks, out)
 
     def precompile(self, methods=None, parallel: bool = True) -> None:
         """Compile ``methods`` (default: all) now: point function, serial and (optionally) parallel drivers.
@@ -316,7 +322,7 @@ class Kernel:
         """
         method = self._methods.get(name) or self._method(name)
         if len(values) != len(method.inputs):
-            self._wrong_count(name, method, values)
+            wrong_count(name, method, values)
         if out is None and method.point_ready:
             for value, core in zip(values, method.cores):
                 if type(value) is not np.ndarray or value.shape != core:
@@ -368,27 +374,27 @@ class Kernel:
         dtype = self.dtype
         arrays, batches = [], []
         for (block, core, _), value in zip(inputs, values):
-            array = value if type(value) is np.ndarray and value.dtype is dtype else self._as_array(value, block)
+            array = value if type(value) is np.ndarray and value.dtype is dtype else as_array(value, block)
             batch_ndim = array.ndim - len(core)
             if batch_ndim < 0 or array.shape[batch_ndim:] != core:
-                self._wrong_shape(block, core, array.shape)
+                wrong_shape(block, core, array.shape)
             arrays.append(array)
             batches.append(array.shape[:batch_ndim])
         batch = batches[0]
         for shape in batches:
             if shape != batch:
-                batch = self._broadcast(method, batches)
+                batch = broadcast(method, batches)
                 break
         points = prod(batch)
         if points == 1 and batch == () and out is None:
             return self._point(method, [np.require(array, dtype, ("C", "W")) for array in arrays])
         targets = None
         if out is None:
-            results = _allocate(batch, method.outputs, dtype)
+            results = allocate(batch, method.outputs, dtype)
         else:
-            results = self._check_out(method, out, batch)
-            if any(_overlap(result, array) for result in results for array in arrays):
-                targets, results = results, _allocate(batch, method.outputs, dtype)  # as NumPy: via a temporary
+            results = check_out(method, out, batch, self.dtype)
+            if any(overlap(result, array) for result in results for array in arrays):
+                targets, results = results, allocate(batch, method.outputs, dtype)  # as NumPy: via a temporary
         rows = [result.reshape(points, size) for result, (_, _, size) in zip(results, method.outputs)]
         if points:
             if method.serial is None or method.parallel is None:
@@ -459,65 +465,6 @@ class Kernel:
             sub_batch = batch[1:] if step == 1 else (stop - start,) + batch[1:]
             self._drive(method, sub_arrays, sub_batches, sub_batch, [r[start * inner:stop * inner] for r in rows])
 
-    def _check_out(self, method, out, batch):
-        """The user's preallocated results: one per output block, exact shape, dtype, C order."""
-        expected = [batch + shape for _, shape, _ in method.outputs]
-        given = (out,) if isinstance(out, np.ndarray) else tuple(out) if isinstance(out, (tuple, list)) else None
-        if given is None or len(given) != len(expected):
-            raise TypeError(f"out must be {len(expected)} array(s) of shape(s) {expected}, got {type(out).__name__}.")
-        for (block, _, _), array, shape in zip(method.outputs, given, expected):
-            if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != self.dtype:
-                raise ValueError(
-                    f"out for {block!r} must be an array of shape {shape} and dtype {self.dtype}, got "
-                    f"{getattr(array, 'shape', type(array).__name__)} {getattr(array, 'dtype', '')}.")
-            if not (array.flags.c_contiguous and array.flags.writeable):
-                raise ValueError(f"out for {block!r} must be C-contiguous and writeable "
-                                 f"(np.empty({shape}) or an np.memmap in mode 'w+').")
-        blocks = [block for block, _, _ in method.outputs]
-        for i, array in enumerate(given):
-            for j in range(i):
-                if np.may_share_memory(given[j], array):  # C-contiguous: overlapping bounds share memory
-                    raise ValueError(
-                        f"out arrays {j} ({blocks[j]!r}) and {i} ({blocks[i]!r}) share memory: each result "
-                        f"needs its own array, e.g. out=({', '.join(f'np.empty({s})' for s in expected)}).")
-        return list(given)
-
-    def _wrong_count(self, name, method, values):
-        expected = ", ".join(block for block, _, _ in method.inputs)
-        call = "__call__" if name == "forward" else name
-        raise TypeError(f"{call}() takes {len(method.inputs)} arguments ({expected}), got {len(values)}.")
-
-    @staticmethod
-    def _wrong_shape(block, core, shape):
-        if core:
-            raise ValueError(
-                f"argument {block!r} has shape {shape}, which does not end in its core shape {core}; "
-                f"pass an array of shape (..., {', '.join(map(str, core))}).")
-        raise ValueError(f"argument {block!r} has shape {shape}; its core shape is () (a scalar per point).")
-
-    def _as_array(self, value, block):
-        """An ndarray of real numbers (converted to the kernel's dtype later, chunk by chunk)."""
-        try:
-            array = np.asarray(value)
-        except ValueError as exc:  # ragged nesting: NumPy refuses an inhomogeneous shape
-            text = repr(value)
-            raise ValueError(
-                f"argument {block!r} is not a rectangular array: {text[:80] + '...' if len(text) > 80 else text} "
-                f"({exc}). Give nested lists of equal lengths, or an array of shape (..., core shape).") from None
-        if array.dtype.kind not in _NUMERIC_KINDS:
-            raise TypeError(
-                f"argument {block!r} must be real numbers, got {type(value).__name__} of dtype {array.dtype}.")
-        return array
-
-    def _broadcast(self, method, batches):
-        try:
-            return np.broadcast_shapes(*batches)
-        except ValueError:
-            described = ", ".join(f"{block} {shape}" for (block, _, _), shape in zip(method.inputs, batches))
-            raise ValueError(
-                f"batch shapes do not broadcast: {described} (batch dimensions come before each "
-                f"argument's core shape and broadcast like NumPy's).") from None
-
 
 def _shape_rows(method, rows) -> list:
     """The point function's flat result rows in their core shapes (a 0-d result as a NumPy scalar)."""
@@ -533,29 +480,3 @@ def _timed(method, parallel: bool, large: bool, driver, args) -> None:
     started = time.perf_counter()
     driver(*args)
     method.pace.record(parallel, args[0], time.perf_counter() - started)
-
-
-def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two arrays share memory (a problem too hard to decide counts as shared)."""
-    if not np.may_share_memory(a, b):
-        return False
-    try:
-        return np.shares_memory(a, b, max_work=1 << 20)
-    except getattr(np, "exceptions", np).TooHardError:
-        return True
-
-
-def _allocate(batch, outputs, dtype) -> list:
-    """Every result of one call as a view into one block of memory.
-
-    Several separate large arrays freed together push glibc past its trim
-    threshold, so the next call gets fresh pages from the OS and pays their
-    faults: seed's fused value_and_vjp ran 66 instead of 650 Mpts/s that way.
-    """
-    points = prod(batch)
-    block = np.empty(points * sum(size for _, _, size in outputs), dtype)
-    results, start = [], 0
-    for _, shape, size in outputs:
-        results.append(block[start:start + points * size].reshape(batch + shape))
-        start += points * size
-    return results

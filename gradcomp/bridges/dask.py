@@ -14,6 +14,8 @@ from math import prod
 
 import numpy as np
 
+from ..arguments import as_array, broadcast, wrong_shape
+
 
 def is_dask_array(value) -> bool:
     """Without importing dask: arrays of dask.array run blockwise."""
@@ -32,16 +34,16 @@ def run_blockwise(kernel, method, values, out=None) -> list:
         raise TypeError(
             f"out= cannot be used with dask array inputs: the results are lazy dask arrays, not computed into "
             f"{type(out).__name__}. Call without out= and store them, e.g. dask.array.store(result, out).")
-    values = [value if is_dask_array(value) else kernel._as_array(value, block)
+    values = [value if is_dask_array(value) else as_array(value, block)
               for (block, _, _), value in zip(method.inputs, values)]
     cores = [core for _, core, _ in method.inputs]
-    batch_ndims = [_checked_batch_ndim(kernel, block, core, value)
+    batch_ndims = [_checked_batch_ndim(block, core, value)
                    for (block, core, _), value in zip(method.inputs, values)]
     batches = [np.shape(v)[:n] for v, n in zip(values, batch_ndims)]
     if any(math.isnan(size) for batch in batches for size in batch):
         batch_shape = np.broadcast_shapes(*batches)  # unknown chunk sizes: dask decides
     else:
-        batch_shape = kernel._broadcast(method, batches)
+        batch_shape = broadcast(method, batches)
     batch_index = string.ascii_lowercase[:len(batch_shape)]
     core_letters = iter(string.ascii_uppercase[:-1])
     pairs = []
@@ -54,6 +56,7 @@ def run_blockwise(kernel, method, values, out=None) -> list:
         pairs += (array, batch_index + "".join(next(core_letters) for _ in core))
     sizes = [size for _, _, size in method.outputs]
     packed = da.blockwise(_packed_block, batch_index + "Z", *pairs, kernel=kernel, name_=method.name,
+                          output_shapes=[shape for _, shape, _ in method.outputs],
                           new_axes={"Z": sum(sizes)}, dtype=kernel.dtype, concatenate=True)
     results, start = [], 0
     for (_, shape, size) in method.outputs:
@@ -62,21 +65,20 @@ def run_blockwise(kernel, method, values, out=None) -> list:
     return results
 
 
-def _checked_batch_ndim(kernel, block, core, value) -> int:
+def _checked_batch_ndim(block, core, value) -> int:
     """How many batch dimensions ``value`` has; a wrong core shape or dtype is refused as for NumPy inputs."""
     if np.dtype(value.dtype).kind not in "biuf":
         raise TypeError(f"argument {block!r} must be real numbers, got {type(value).__name__} of dtype {value.dtype}.")
     shape = tuple(value.shape)
     batch_ndim = len(shape) - len(core)
     if batch_ndim < 0 or shape[batch_ndim:] != core:
-        kernel._wrong_shape(block, core, shape)
+        wrong_shape(block, core, shape)
     return batch_ndim
 
 
-def _packed_block(*blocks, kernel, name_):
+def _packed_block(*blocks, kernel, name_, output_shapes):
     """One block: run the method on NumPy arrays, flatten each result's core, concatenate."""
-    outputs = kernel._run(name_, blocks)
-    batch = np.broadcast_shapes(*(np.shape(o)[:np.ndim(o) - len(shape)]
-                                  for o, (_, shape, _) in zip(outputs, kernel._methods[name_].outputs)))
-    return np.concatenate([np.reshape(o, batch + (prod(shape),))
-                           for o, (_, shape, _) in zip(outputs, kernel._methods[name_].outputs)], axis=-1)
+    outputs = kernel.run(name_, *blocks)
+    batch = np.broadcast_shapes(*(np.shape(o)[:np.ndim(o) - len(shape)] for o, shape in zip(outputs, output_shapes)))
+    return np.concatenate([np.reshape(o, batch + (prod(shape),)) for o, shape in zip(outputs, output_shapes)],
+                          axis=-1)
