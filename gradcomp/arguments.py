@@ -92,7 +92,7 @@ def allocate(batch: tuple, outputs, dtype) -> list:
     faults: seed's fused value_and_vjp ran 66 instead of 650 Mpts/s that way.
     """
     points = prod(batch)
-    block = np.empty(points * sum(size for _, _, size in outputs), dtype)
+    block = np.empty(points * sum([size for _, _, size in outputs]), dtype)
     results, start = [], 0
     for _, shape, size in outputs:
         results.append(block[start:start + points * size].reshape(batch + shape))

@@ -50,7 +50,8 @@ class Method:
     """A generated method's calling convention, read once from its MethodRecord, and its compiled drivers."""
 
     __slots__ = ("name", "inputs", "outputs", "cores", "rows_are_results", "parallel_min_points", "layout",
-                 "point", "point_ready", "serial", "parallel", "parallel_started", "pace", "__weakref__")
+                 "point", "point_ready", "serial", "serial_ready", "parallel", "parallel_ready", "parallel_started",
+                 "pace")
 
     def __init__(self, name: str, info):
         self.name = name
@@ -61,7 +62,8 @@ class Method:
         self.parallel_min_points = info.parallel_min_points
         self.layout = info.layout
         self.point = self.serial = self.parallel = None
-        self.point_ready = self.parallel_started = False
+        self.point_ready = self.serial_ready = self.parallel_ready = self.parallel_started = False
+        """Whether the point function is compiled and frozen, the batch drivers compiled (``_launch``)."""
         self.pace = Pace()
 
 

@@ -147,17 +147,33 @@ def core(method: str, code: str, dtype: str):
     return core_intrinsic
 
 
+VECTOR_BITS_BY_CPU = {
+    **dict.fromkeys(("x86-64-v4", "skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
+                     "icelake-server", "tigerlake", "rocketlake", "sapphirerapids", "emeraldrapids",
+                     "graniterapids", "graniterapids-d", "znver4", "znver5"), 512),
+    **dict.fromkeys(("x86-64-v3", "haswell", "broadwell", "skylake", "alderlake", "raptorlake", "meteorlake",
+                     "arrowlake", "gracemont", "znver1", "znver2", "znver3", "sandybridge", "ivybridge",
+                     "bdver1", "bdver2", "bdver3", "bdver4"), 256),
+}
+"""Vector register width of the x86 CPUs ``NUMBA_CPU_NAME`` may name without ``NUMBA_CPU_FEATURES`` (LLVM's
+names; AVX-512 where the CPU has avx512f, AVX where it has avx); any other name gets 128 bits."""
+
+
 def lanes(dtype: str) -> int:
     """Points a batch driver computes at once: the values of one vector register of the CPU Numba
-    compiles for (this one, unless ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` name another).
+    compiles for (this one, unless ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` name another:
+    ``NUMBA_CPU_NAME=haswell`` builds AVX2 code, 4 float64 lanes, on an AVX-512 machine).
 
     Numba's cache keys machine code by the CPU, so a cached kernel built for one
     width is never loaded on a CPU with another."""
-    if numba_config.CPU_NAME or numba_config.CPU_FEATURES:
-        features = {flag[1:]: flag[0] == "+" for flag in (numba_config.CPU_FEATURES or "").split(",") if flag}
+    if numba_config.CPU_NAME and numba_config.CPU_NAME != "host" and not numba_config.CPU_FEATURES:
+        bits = VECTOR_BITS_BY_CPU.get(numba_config.CPU_NAME, 128)
     else:
-        features = binding.get_host_cpu_features()
-    bits = 512 if features.get("avx512f") else 256 if features.get("avx") else 128
+        if numba_config.CPU_FEATURES:
+            features = {flag[1:]: flag[0] == "+" for flag in numba_config.CPU_FEATURES.split(",") if flag}
+        else:
+            features = binding.get_host_cpu_features()
+        bits = 512 if features.get("avx512f") else 256 if features.get("avx") else 128
     return bits // (64 if dtype == "float64" else 32)
 
 

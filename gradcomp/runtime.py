@@ -179,9 +179,10 @@ class Kernel:
             self._load_method(method)
             args = (0, *[a for _, _, size in method.inputs for a in (np.zeros((1, size), self.dtype), 0)],
                     *[np.empty((0, size), self.dtype) for _, _, size in method.outputs])
-            self._ready(method.serial, False, args)
+            self._ready_serial(method, args)
             if parallel:
                 self._ready(method.parallel, True, args)
+                method.parallel_ready = True
             self._point(method, [np.ones(core, self.dtype) for _, core, _ in method.inputs])
 
     @property
@@ -316,9 +317,10 @@ class Kernel:
 
         A single point whose inputs are arrays of exactly their core shapes
         goes straight to the compiled point function: Numba's dispatch checks
-        dtype and layout (it compiles nothing new, see ``_point``), and what
-        it refuses takes the general path — conversion, broadcasting, batch
-        drivers — like every other call.
+        dtype and layout (it compiles nothing new, see ``_point``); a batch of
+        rows in the kernel's dtype goes straight to a batch driver
+        (``_run_rows``); what they refuse takes the general path — conversion,
+        broadcasting, chunks, dask — like every other call.
         """
         method = self._methods.get(name) or self._method(name)
         if len(values) != len(method.inputs):
@@ -334,6 +336,10 @@ class Kernel:
                     pass
                 else:
                     return rows if method.rows_are_results else _shape_rows(method, rows)
+        if out is None and method.serial_ready:
+            results = self._run_rows(method, values)
+            if results is not None:
+                return results
         return self._run_general(method, values, out)
 
     def _point(self, method, values):
@@ -406,6 +412,70 @@ class Kernel:
             results = targets
         return results
 
+    def _launch(self, method, points: int, call_args: list, rows: list) -> None:
+        """Run a batch driver on ``points`` points: the parallel one for a large batch once it is compiled
+        (until then it compiles in the background and the serial one runs), else the serial one."""
+        large = points >= method.parallel_min_points
+        parallel = large and not drivers.parallel_off and method.pace.parallel_wanted()
+        args = (points, *call_args, *rows)
+        if parallel and not method.parallel_ready:
+            if method.parallel.signatures:  # compiled in the background meanwhile
+                method.parallel_ready = True
+            else:
+                if not method.serial_ready:
+                    self._ready_serial(method, args)  # first: the background compile holds the lock a while
+                drivers.compile_in_background(self._label, method, args, self.path is not None)
+                parallel = False  # until the parallel driver is ready, batches run on the serial one
+        if not parallel:
+            if not method.serial_ready:
+                self._ready_serial(method, args)
+            _timed(method, False, large, method.serial, args)
+            return
+        if drivers.parallel_exclusive:
+            slot = drivers.parallel_slot
+            if not slot.acquire(blocking=False):  # the only parallel slot is taken: run on this core
+                if not method.serial_ready:
+                    self._ready_serial(method, args)
+                _timed(method, False, large, method.serial, args)
+                return
+            try:
+                _timed(method, True, large, method.parallel, args)
+            finally:
+                slot.release()
+            return
+        _timed(method, True, large, method.parallel, args)
+
+    def _ready_serial(self, method, args) -> None:
+        self._ready(method.serial, False, args)
+        method.serial_ready = True
+
+    def _run_rows(self, method, values):
+        """The batch hot path: every input a C-contiguous array of the kernel's dtype holding one row per
+        point of one batch dimension, or one row for all of them, no ``out``.  None where a call needs more
+        (conversion, broadcasting, shaped batches, dask), which the general path then gives."""
+        dtype = self.dtype
+        points = -1
+        call_args = []
+        for value, (_, core, size) in zip(values, method.inputs):
+            if type(value) is not np.ndarray or value.dtype is not dtype or not value.flags.c_contiguous:
+                return None
+            if value.shape == core:  # one row shared by every point (grad's cotangent, a parameter): step 0
+                call_args += (value.reshape(1, size), 0)
+                continue
+            if value.ndim != len(core) + 1 or value.shape[1:] != core or (points != -1 and value.shape[0] != points):
+                return None
+            points = value.shape[0]
+            call_args += (value if len(core) == 1 else value.reshape(points, size), 1)
+        if points < 1:
+            return None
+        results = allocate((points,), method.outputs, dtype)
+        if method.serial is None:
+            self._load_method(method)
+        self._launch(method, points, call_args,
+                     [result if len(shape) == 1 else result.reshape(points, size)
+                      for result, (_, shape, size) in zip(results, method.outputs)])
+        return results
+
     def _drive(self, method, arrays, batches, batch, rows):
         """Run the driver over all points, converting inputs in chunks of bounded size.
 
@@ -426,29 +496,7 @@ class Kernel:
                     array = np.broadcast_to(array, batch + array.shape[len(shape):])  # rare: a partial broadcast
                 array = np.ascontiguousarray(array, dtype)
                 call_args += (array.reshape(1 if shared else points, size), 0 if shared else 1)
-            large = points >= method.parallel_min_points
-            parallel = large and not drivers.parallel_off and method.pace.parallel_wanted()
-            args = (points, *call_args, *rows)
-            if parallel and not method.parallel.signatures:
-                if not method.serial.signatures:
-                    self._ready(method.serial, False, args)  # first: the background compile holds the lock a while
-                drivers.compile_in_background(self._label, method, args, self.path is not None)
-                parallel = False  # until the parallel driver is ready, batches run on the serial one
-            driver = method.parallel if parallel else method.serial
-            if not driver.signatures:
-                self._ready(driver, parallel, args)
-            if parallel and drivers.parallel_exclusive:
-                slot = drivers.parallel_slot
-                if slot.acquire(blocking=False):
-                    try:
-                        _timed(method, True, large, driver, args)
-                    finally:
-                        slot.release()
-                    return
-                driver, parallel = method.serial, False  # the only parallel slot is taken: run on this core
-                if not driver.signatures:
-                    self._ready(driver, False, args)
-            _timed(method, parallel, large, driver, args)
+            self._launch(method, points, call_args, rows)
             return
         inner = prod(batch[1:])
         step = max(1, CHUNK_BYTES // (point_bytes * inner))

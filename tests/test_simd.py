@@ -152,3 +152,14 @@ def test_the_width_follows_the_cpu_numba_is_told_to_compile_for(monkeypatch, fea
     monkeypatch.setattr(config, "CPU_FEATURES", features)
     assert ir.lanes("float64") == expected
     assert ir.lanes("float32") == 2 * expected
+
+
+@pytest.mark.parametrize(("cpu", "float64_lanes"), [("haswell", 4), ("znver3", 4), ("skylake-avx512", 8),
+                                                   ("x86-64-v4", 8), ("x86-64", 2)])
+def test_a_cpu_named_without_features_gets_the_lanes_of_its_vector_registers(monkeypatch, cpu, float64_lanes):
+    from numba.core import config
+
+    from gradcomp.ir import lanes
+    monkeypatch.setattr(config, "CPU_NAME", cpu)
+    monkeypatch.setattr(config, "CPU_FEATURES", "")
+    assert (lanes("float64"), lanes("float32")) == (float64_lanes, 2 * float64_lanes)
