@@ -79,7 +79,29 @@ def _jax(case: str, points: int) -> dict:
     return {"imports_s": imported - started, "total_s": first - defined}
 
 
-PROBES = {"gradcomp": _gradcomp, "JAX": _jax}
+def _numba_floor(case: str, points: int) -> dict:
+    """Numba's own floor: a one-line ``prange`` loop's first call, after ``import numba`` (timed apart), on the
+    case's inputs; nothing gradcomp compiles can come back sooner through Numba."""
+    started = time.perf_counter()
+    import numba
+    import numpy as np
+    imported = time.perf_counter()
+    X, V = _inputs(case, points)
+    defined = time.perf_counter()
+
+    @numba.njit(parallel=True)
+    def scale(x, v):
+        out = np.empty_like(x)
+        for i in numba.prange(x.shape[0]):
+            out[i, 0] = x[i, 0] * v[i, 0]
+        return out
+
+    scale(X, V)
+    first = time.perf_counter()
+    return {"imports_s": imported - started, "total_s": first - defined}
+
+
+PROBES = {"gradcomp": _gradcomp, "JAX": _jax, "Numba floor": _numba_floor}
 
 
 def probe(system: str, case: str, points: int, cache_dir: str, threads: int, timeout_s: float = 900) -> dict:

@@ -35,10 +35,12 @@ if __package__ in (None, ""):
 
 from benchmarks.suite import CASES  # noqa: E402
 
-SYSTEMS = {"gradcomp": "gradcomp", "jax": "JAX", "torch": "torch", "symengine": "SymEngine", "sympy": "SymPy"}
+SYSTEMS = {"gradcomp": "gradcomp", "ref": "naive Numba", "jax": "JAX", "torch": "torch", "symengine": "SymEngine",
+           "sympy": "SymPy"}
 """Command-line name -> label.  SymPy lambdify is available but not in the default set (slowest, NumPy-bound)."""
-PACKAGES = {"gradcomp": "numba", "jax": "jax", "torch": "torch", "symengine": "symengine", "sympy": "sympy"}
-DEFAULT_SYSTEMS = ["gradcomp", "jax", "torch", "symengine"]
+PACKAGES = {"gradcomp": "numba", "ref": "numba", "jax": "jax", "torch": "torch", "symengine": "symengine",
+            "sympy": "sympy"}
+DEFAULT_SYSTEMS = ["gradcomp", "ref", "jax", "torch", "symengine"]
 DTYPES = ["float64", "float32"]
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
 """Largest normwise relative difference from gradcomp float64 that is not flagged."""
@@ -123,8 +125,14 @@ def build_sympy(case: str, dtype: str, threads: int):
     return systems.sympy_batched(case), {}
 
 
-BUILDERS = {"gradcomp": build_gradcomp, "jax": build_jax, "torch": build_torch, "symengine": build_symengine,
-            "sympy": build_sympy}
+def build_ref(case: str, dtype: str, threads: int):
+    """systems.numba_reference_batched: a plain prange loop over SymPy's VJP, what a user writes with Numba."""
+    from benchmarks import systems
+    return systems.numba_reference_batched(case, dtype), {}
+
+
+BUILDERS = {"gradcomp": build_gradcomp, "ref": build_ref, "jax": build_jax, "torch": build_torch,
+            "symengine": build_symengine, "sympy": build_sympy}
 
 
 def inputs(case: str, points: int, dtype: str):
@@ -172,7 +180,7 @@ def probe(case: str, system: str, dtype: str, options) -> dict:
 
 def _threads_used(system: str) -> str:
     """The thread count the system reports after the timing (what it actually ran with)."""
-    if system == "gradcomp":
+    if system in ("gradcomp", "ref"):
         import numba
         return f"{numba.get_num_threads()} Numba ({numba.threading_layer()})"
     if system == "torch":

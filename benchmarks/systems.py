@@ -239,3 +239,33 @@ PEER_BUILDERS: dict[str, Callable[[str], Batched]] = {
     "JAX": jax_batched, "torch": torch_batched, "SymPy": sympy_batched, "SymEngine": symengine_batched,
 }
 POINT_BUILDERS: dict[str, Callable[[str], Point]] = {"JAX": jax_point, "torch": torch_point}
+
+
+def numba_reference_source(name: str, dtype: str = "float64") -> str:
+    """A plain Numba ``prange`` loop over the points computing SymPy's VJP of a case (``sp.diff`` of each output,
+    summed against the cotangent, then ``sp.cse``): what a user writes by hand with Numba, the floor any
+    compiler of VJPs should beat.  Its source, defining ``reference(X, V)``."""
+    import sympy as sp
+    symbols, outputs = symbolic_case(name)
+    cotangents = sp.symbols(f"v0:{len(outputs)}")
+    vjp = [sum((v * sp.diff(y, x) for v, y in zip(cotangents, outputs)), sp.Integer(0)) for x in symbols]
+    temporaries, results = sp.cse(vjp, symbols=sp.numbered_symbols("t"))
+    cast = "np.float32" if dtype == "float32" else ""
+    lines = ["import math", "import numpy as np", "from numba import njit, prange", "",
+             '@njit(parallel=True, error_model="numpy")', "def reference(X, V):",
+             "    out = np.empty(X.shape, X.dtype)", "    for p in prange(X.shape[0]):"]
+    lines += [f"        {s} = X[p, {j}]" for j, s in enumerate(symbols)]
+    lines += [f"        {v} = V[p, {i}]" for i, v in enumerate(cotangents)]
+    lines += [f"        {t} = {cast}({sp.pycode(e, fully_qualified_modules=True)})" for t, e in temporaries]
+    lines += [f"        out[p, {j}] = {sp.pycode(e, fully_qualified_modules=True)}" for j, e in enumerate(results)]
+    lines += ["    return out", ""]
+    return "\n".join(lines)
+
+
+def numba_reference_batched(name: str, dtype: str = "float64") -> Batched:
+    """The hand-written-style Numba loop of ``numba_reference_source``, on the threads Numba has."""
+    namespace: dict = {}
+    exec(compile(numba_reference_source(name, dtype), f"<numba reference {name}>", "exec"), namespace)
+    reference = namespace["reference"]
+    return Batched("naive Numba prange loop", lambda X, V: (X, V), lambda p: reference(*p), lambda r: r,
+                   note="sp.diff + sp.cse VJP in a prange loop over points, error_model='numpy'")

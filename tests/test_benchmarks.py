@@ -94,3 +94,12 @@ def test_big_batch_guard():
     fits, needed = big_batch_fits("rosenbrock32", 10**12, 1e9)
     assert not fits and needed > 1e9
     assert np.isfinite(needed)
+
+
+def test_the_cold_start_benchmark_reports_gradcomp_beside_numbas_floor(tmp_path):
+    from benchmarks import cold
+    out = tmp_path / "cold.md"
+    cold.main(["--cases", "seed", "--rounds", "1", "--points", "64", "--threads", "1", "--out", str(out)])
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| seed |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert float(cells[1]) > 0 and float(cells[2]) > 0 and float(cells[4]) > 0  # floor, gradcomp, their ratio
