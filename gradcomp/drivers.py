@@ -62,8 +62,9 @@ class Method:
         self.parallel_min_points = info.parallel_min_points
         self.layout = info.layout
         self.point = self.serial = self.parallel = None
+        # the point function compiled and frozen; the batch drivers compiled (Kernel._launch); the parallel
+        # one's compile started (in the background)
         self.point_ready = self.serial_ready = self.parallel_ready = self.parallel_started = False
-        """Whether the point function is compiled and frozen, the batch drivers compiled (``_launch``)."""
         self.pace = Pace()
 
 

@@ -426,24 +426,21 @@ class Kernel:
                     self._ready_serial(method, args)  # first: the background compile holds the lock a while
                 drivers.compile_in_background(self._label, method, args, self.path is not None)
                 parallel = False  # until the parallel driver is ready, batches run on the serial one
-        if not parallel:
-            if not method.serial_ready:
-                self._ready_serial(method, args)
-            _timed(method, False, large, method.serial, args)
-            return
-        if drivers.parallel_exclusive:
+        if parallel and drivers.parallel_exclusive:
             slot = drivers.parallel_slot
-            if not slot.acquire(blocking=False):  # the only parallel slot is taken: run on this core
-                if not method.serial_ready:
-                    self._ready_serial(method, args)
-                _timed(method, False, large, method.serial, args)
+            if slot.acquire(blocking=False):
+                try:
+                    _timed(method, True, large, method.parallel, args)
+                finally:
+                    slot.release()
                 return
-            try:
-                _timed(method, True, large, method.parallel, args)
-            finally:
-                slot.release()
+            parallel = False  # the only parallel slot is taken: run on this core
+        if parallel:
+            _timed(method, True, large, method.parallel, args)
             return
-        _timed(method, True, large, method.parallel, args)
+        if not method.serial_ready:
+            self._ready_serial(method, args)
+        _timed(method, False, large, method.serial, args)
 
     def _ready_serial(self, method, args) -> None:
         self._ready(method.serial, False, args)

@@ -14,7 +14,7 @@ from math import prod
 
 import numpy as np
 
-from ..arguments import as_array, broadcast, wrong_shape
+from ..arguments import NUMERIC_KINDS, as_array, broadcast, wrong_shape
 
 
 def is_dask_array(value) -> bool:
@@ -67,7 +67,7 @@ def run_blockwise(kernel, method, values, out=None) -> list:
 
 def _checked_batch_ndim(block, core, value) -> int:
     """How many batch dimensions ``value`` has; a wrong core shape or dtype is refused as for NumPy inputs."""
-    if np.dtype(value.dtype).kind not in "biuf":
+    if np.dtype(value.dtype).kind not in NUMERIC_KINDS:
         raise TypeError(f"argument {block!r} must be real numbers, got {type(value).__name__} of dtype {value.dtype}.")
     shape = tuple(value.shape)
     batch_ndim = len(shape) - len(core)
