@@ -43,7 +43,8 @@ from pathlib import Path
 from . import numba_cache
 from .drivers import import_module, source_key
 from .errors import CacheError
-from .record import DRIVERS
+from .loops import LoopKernel
+from .record import DRIVERS, LoopRecord
 from .runtime import Kernel
 from .version import __version__
 
@@ -312,7 +313,7 @@ class Cache:
             warnings.warn(f"gradcomp cache: bytecode of {path} was damaged ({type(exc).__name__}: {exc}); "
                           f"removed {len(removed)} file(s).", stacklevel=5)
         numba_cache.guard(module)
-        return Kernel(module.META, source, str(path), str(self.root), self.deriver)
+        return kernel_class(module.META)(module.META, source, str(path), str(self.root), self.deriver)
 
     # -- writing -----------------------------------------------------------
     def store(self, source: str, source_key: str, meta, subject: str | None = None) -> Kernel:
@@ -372,7 +373,7 @@ class Cache:
         except OSError as exc:
             warnings.warn(f"gradcomp cache: cannot write to {self.root} ({exc}); this kernel is compiled in "
                           f"memory only and will be compiled again by the next process.", stacklevel=4)
-            return Kernel(module.meta, module.source, deriver=self.deriver)
+            return kernel_class(module.meta)(module.meta, module.source, deriver=self.deriver)
 
     @contextlib.contextmanager
     def entry_lock(self, key: str) -> Iterator[None]:
@@ -676,6 +677,7 @@ def _reduce_kernel(kernel: Kernel):
 
 
 copyreg.pickle(Kernel, _reduce_kernel)
+copyreg.pickle(LoopKernel, _reduce_kernel)
 
 
 def restore_kernel(meta, source: str, cache_root: str | None, deriver=None) -> Kernel:
@@ -689,7 +691,12 @@ def restore_kernel(meta, source: str, cache_root: str | None, deriver=None) -> K
             return cache._file_kernel(path, meta.key)
         except (CacheError, OSError, _Damaged):
             pass  # not ours to use, or unwritable: the pickle carries all it needs
-    return Kernel(meta, source, None, None, deriver)
+    return kernel_class(meta)(meta, source, None, None, deriver)
+
+
+def kernel_class(meta) -> type:
+    """The runtime class of a module's record: loops over runtime sizes, or the unrolled kernel."""
+    return LoopKernel if isinstance(meta, LoopRecord) else Kernel
 
 
 # -- files -----------------------------------------------------------------

@@ -6,6 +6,7 @@ printing nor Numba compilation.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import itertools
 import logging
@@ -37,7 +38,36 @@ def compile(outputs, args: Sequence, *, wrt: Sequence[int] | None = None, name: 
     Raises ``gradcomp.CompileError`` naming what cannot be compiled.
     """
     started = time.perf_counter()
+    from .indexed import is_indexed
+    if is_indexed(outputs, args):
+        return _compile_indexed(outputs, args, wrt, name, cache, dtype, started)
     return _compile(lambda: make_signature(outputs, args, wrt, name, dtype, _arg_names), cache, started)
+
+
+def _compile_indexed(outputs, args, wrt, name, cache, dtype, started):
+    """An indexed model (IndexedBase, Sum, Eq): one kernel of loops for every size."""
+    from .indexed import analyze
+    from .loopgen import generate
+
+    if name is not None:
+        check_name(name)
+    if dtype not in ("float64", "float32"):
+        raise CompileError(f"dtype={dtype!r} is not supported; use 'float64' or 'float32'.")
+    model = analyze(outputs, args, wrt, name, dtype)
+    subject = hashlib.sha256(repr(model).encode()).hexdigest()[:40]
+    key = kernel_key(subject)
+    store = open_cache(cache, deriver=DERIVER)
+
+    def build():
+        module = generate(model, key)
+        log.info("compiled indexed %s in %.3f s", name or key[:12], time.perf_counter() - started)
+        return module
+
+    if store is None:
+        from .loops import LoopKernel
+        module = build()
+        return LoopKernel(module.meta, module.source)
+    return store.get_or_build(key, build, subject=subject, name=name)
 
 
 def _compile(make: Callable[[], Signature], cache, started: float) -> Kernel:

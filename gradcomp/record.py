@@ -45,3 +45,27 @@ class KernelRecord(NamedTuple):
     """The methods derived when first called (from the module's SIGNATURE)."""
     gradcomp: str
     """The version that generated the module."""
+
+
+class LoopRecord(NamedTuple):
+    """An indexed kernel (loops over runtime sizes): what the runtime checks and calls.
+
+    Shapes are Python expressions of the sizes ``N0, N1, ...`` (``sizes`` holds the user's names);
+    the module computes them (``extents``), so reading the record needs nothing but this."""
+
+    name: str | None
+    key: str
+    dtype: str
+    arguments: tuple[tuple[str, tuple[str, ...], bool], ...]
+    """Per argument: name, core shape as written (sizes by name), whether it holds integers (index data)."""
+    sizes: tuple[str, ...]
+    size_sources: tuple[tuple[int, int], ...]
+    """Per size: the (argument, axis) whose extent gives its value."""
+    wrt: tuple[int, ...]
+    output: str
+    out_ndim: int
+    pieces: tuple[str, ...]
+    """The indexed output's equations, in order (for coverage errors)."""
+    stages: tuple[tuple[str, dict[str, int]], ...]
+    """Per stage: its term as written and the operations per term of each body method."""
+    gradcomp: str

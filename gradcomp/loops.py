@@ -1,0 +1,408 @@
+"""Runtime of indexed kernels: sizes from the arguments, checks, batches, and the sweeps over stages.
+
+A ``LoopKernel`` has the methods of a ``Kernel`` (``k(x)``, ``vjp``, ``grad``, ``jvp``, ``hvp``,
+``jacobian``, ``hessian``, ...); every call reads the sizes off its arguments, checks them, checks
+every index of every stage against its array (before anything is written), then runs the stages'
+drivers: forward in order, adjoints in reverse order.  Needs neither SymPy nor the compiler.
+"""
+
+from __future__ import annotations
+
+import types
+from math import prod
+
+import numpy as np
+
+from .arguments import as_array
+from .drivers import import_module
+
+_MODES = {"F": 0, "J": 1, "R": 2, "H": 3}
+
+
+class LoopKernel:
+    """Compiled value and derivatives of an indexed SymPy model, for every size.  See ``gradcomp.compile``."""
+
+    def __init__(self, meta, source: str, path: str | None = None, cache_root: str | None = None,
+                 deriver=None):
+        self._meta = meta
+        self._deriver = deriver
+        self.source: str = source
+        """The generated Python source: per stage its loops, the body's listing and the drivers."""
+        self.key: str = meta.key
+        self.name: str | None = meta.name
+        self.dtype = np.dtype(meta.dtype)
+        self.path = path
+        self._cache_root = cache_root
+        self._module: types.ModuleType | None = None
+        self.arg_names: tuple[str, ...] = tuple(a[0] for a in meta.arguments)
+        self.arg_shapes: tuple[tuple[str, ...], ...] = tuple(a[1] for a in meta.arguments)
+        """Core shapes as written: sizes by name (``("n", "3")``)."""
+        self.wrt: tuple[int, ...] = tuple(meta.wrt)
+        self.sizes: tuple[str, ...] = tuple(meta.sizes)
+        """The sizes the arguments' shapes give, by name."""
+        self._integer = tuple(a[2] for a in meta.arguments)
+        self._checked: dict = {}  # sizes -> coverage and affine bounds already checked
+
+    # -- public methods ----------------------------------------------------
+    def __call__(self, *xs, out=None):
+        """The value: batch + the output's shape at these sizes."""
+        return self._batched("forward", xs, 0, out)[0]
+
+    def vjp(self, *xs_and_v, out=None):
+        """vᵀJ for a cotangent v of the output's shape (batch + it): per wrt argument (a tuple for several)."""
+        return self._per_wrt(self._batched("vjp", xs_and_v, 1, out))
+
+    def value_and_vjp(self, *xs_and_v, out=None):
+        results = self._batched("value_and_vjp", xs_and_v, 1, out)
+        return results[0], self._per_wrt(results[1:])
+
+    def grad(self, *xs, out=None):
+        """The gradient of a scalar output."""
+        self._scalar("grad")
+        return self._per_wrt(self._batched("vjp", (*xs, np.ones((), self.dtype)), 1, out))
+
+    def value_and_grad(self, *xs, out=None):
+        """(value, gradient) of a scalar output; fits ``scipy.optimize.minimize(..., jac=True)``."""
+        self._scalar("value_and_grad")
+        results = self._batched("value_and_vjp", (*xs, np.ones((), self.dtype)), 1, out)
+        return results[0], self._per_wrt(results[1:])
+
+    def jvp(self, *xs_and_t, out=None):
+        """J t for a tangent t of the wrt arguments (a tuple of them for several)."""
+        return self._batched("jvp", self._spread(xs_and_t, 1), len(self.wrt), out)[0]
+
+    def vjp_jvp(self, *xs_v_t, out=None):
+        """(J t, the tangent of vᵀJ along t): forward over reverse through every stage."""
+        xs = self._spread(xs_v_t, 2)
+        results = self._batched("vjp_jvp", xs, 1 + len(self.wrt), out)
+        return results[0], self._per_wrt(results[1:])
+
+    def hvp(self, *xs_and_t, out=None):
+        """H t of a scalar output (per wrt argument); never forms H."""
+        self._scalar("hvp")
+        xs = self._spread(xs_and_t, 1)
+        count = len(self.arg_names)
+        one = np.ones((), self.dtype)
+        return self._per_wrt(self._batched("vjp_jvp", (*xs[:count], one, *xs[count:]), 1 + len(self.wrt), out)[1:])
+
+    def jacobian(self, *xs, out=None, sparse: bool = False):
+        """The dense Jacobian: batch + out shape + arg shape per wrt argument, from one JVP per input
+        element or one VJP per output element, whichever are fewer."""
+        if sparse:
+            raise NotImplementedError(
+                "jacobian(sparse=True) of an indexed kernel is not implemented yet; use jacobian(*xs) (dense), "
+                "or jvp/vjp products, which cost one pass over the terms each.")
+        if out is not None:
+            raise TypeError("jacobian() of an indexed kernel takes no out=.")
+        arrays, batch = self._arrays(xs)
+        results = []
+        for point in np.ndindex(*batch):
+            results.append(self._dense(self._point_arrays(arrays, point, batch)))
+        stacked = [np.stack([r[k] for r in results]).reshape(batch + results[0][k].shape)
+                   for k in range(len(self.wrt))]
+        return self._per_wrt(stacked)
+
+    def hessian(self, *xs, out=None):
+        """The dense Hessian of a scalar output with one wrt argument: one HVP per element."""
+        self._scalar("hessian")
+        if len(self.wrt) != 1:
+            raise ValueError(f"hessian() needs one wrt argument; this kernel has {len(self.wrt)}.")
+        if out is not None:
+            raise TypeError("hessian() of an indexed kernel takes no out=.")
+        arrays, batch = self._arrays(xs)
+        k = self.wrt[0]
+        results = []
+        for point in np.ndindex(*batch):
+            point_arrays = self._point_arrays(arrays, point, batch)
+            sizes = self._sizes(point_arrays)
+            shape = point_arrays[k].shape
+            columns = []
+            for j in range(prod(shape)):
+                t = np.zeros(prod(shape), self.dtype)
+                t[j] = 1
+                columns.append(self._sweep("vjp_jvp", point_arrays, sizes, v=np.ones(1, self.dtype),
+                                           tangents=[t])[1])
+            results.append(np.stack(columns, axis=-1).reshape(shape + shape))
+        return np.stack(results).reshape(batch + results[0].shape) if batch else results[0]
+
+    def jacobian_sparsity(self, *xs):
+        raise NotImplementedError("jacobian_sparsity() of an indexed kernel is not implemented yet.")
+
+    @property
+    def methods(self) -> dict:
+        """Per stage: its term and the operations per term of the body's value, VJP, JVP and second order."""
+        return {f"s{n}": {"term": text, **ops} for n, (text, ops) in enumerate(self._meta.stages)}
+
+    @property
+    def available_methods(self) -> tuple[str, ...]:
+        return ("forward", "vjp", "value_and_vjp", "jvp", "vjp_jvp", "hvp", "jacobian", "hessian")
+
+    def precompile(self, methods=None, parallel: bool = True) -> None:
+        """Nothing to do ahead: each stage's drivers compile on first use (and load from the cache after)."""
+
+    def to_torch(self):
+        from .bridges.torch import to_torch
+        return to_torch(self)
+
+    def to_jax(self):
+        from .bridges.jax import to_jax
+        return to_jax(self)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{n}: ({', '.join(s)})" for n, s in zip(self.arg_names, self.arg_shapes))
+        return (f"<gradcomp.LoopKernel {self.name or '(unnamed)'}({args}) -> {self._meta.output}, "
+                f"{len(self._meta.stages)} stage(s), wrt ({', '.join(self.arg_names[k] for k in self.wrt)}), "
+                f"{self.dtype}, key {self.key[:12]}>")
+
+    # -- internals ---------------------------------------------------------
+    def _import(self):
+        if self._module is None:
+            self._module = import_module(self.source, self.path, self.key)
+            from . import numba_cache
+            numba_cache.guard(self._module)
+        return self._module
+
+    def _scalar(self, name):
+        if self._meta.out_ndim:
+            raise ValueError(f"{name}() needs a scalar output; {self._meta.output} is indexed "
+                             f"({self._meta.out_ndim} dimension(s)). Use vjp(*xs, v) with a cotangent v.")
+
+    def _per_wrt(self, results):
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def _spread(self, values, extra: int) -> tuple:
+        """(*xs, [v], t) -> (*xs, [v], *t) when there are several wrt arguments."""
+        count = len(self.arg_names) + extra
+        if len(values) == count and len(self.wrt) > 1:
+            tangents = values[-1]
+            if not isinstance(tangents, (tuple, list)) or len(tangents) != len(self.wrt):
+                raise TypeError(f"the tangent must be a tuple of {len(self.wrt)} arrays, one per wrt argument.")
+            return (*values[:-1], *tangents)
+        return tuple(values)
+
+    def _arrays(self, xs, extra: int = 0):
+        """The arguments as arrays and their broadcast batch shape (extra: cotangents/tangents follow)."""
+        if len(xs) != len(self.arg_names) + extra:
+            raise TypeError(f"expected {len(self.arg_names) + extra} arguments "
+                            f"({', '.join(self.arg_names)}{' and their cotangent/tangents' if extra else ''}), "
+                            f"got {len(xs)}.")
+        arrays, batches = [], []
+        for k, value in enumerate(xs[:len(self.arg_names)]):
+            name, shape = self.arg_names[k], self.arg_shapes[k]
+            array = as_array(value, name)
+            if self._integer[k]:
+                if array.dtype.kind not in "iu":
+                    raise TypeError(f"argument {name!r} holds indices and must be an integer array, got dtype "
+                                    f"{array.dtype}; pass np.asarray(..., dtype=np.int64).")
+                array = array.astype(np.int64, copy=False)
+            else:
+                array = array.astype(self.dtype, copy=False)
+            if array.ndim < len(shape):
+                raise ValueError(f"argument {name!r} has shape {array.shape}, fewer dimensions than its core "
+                                 f"shape ({', '.join(shape)}).")
+            arrays.append(array)
+            batches.append(array.shape[:array.ndim - len(shape)])
+        return arrays, np.broadcast_shapes(*batches)
+
+    def _point_arrays(self, arrays, point, batch):
+        chosen = []
+        for array, shape in zip(arrays, [*self.arg_shapes, *[None] * (len(arrays) - len(self.arg_shapes))]):
+            core = len(shape) if shape is not None else None
+            lead = array.ndim - core if core is not None else array.ndim - len(batch)
+            index = point[len(point) - lead:] if lead else ()
+            index = tuple(0 if array.shape[d] == 1 else i for d, i in enumerate(index))
+            chosen.append(np.array(array[index]))
+        return chosen
+
+    def _sizes(self, arrays) -> tuple:
+        """The sizes of one point's arrays, every shape and index checked (coverage once per sizes)."""
+        module = self._import()
+        values = {}
+        for number, (k, axis) in enumerate(self._meta.size_sources):
+            values[number] = arrays[k].shape[axis]
+        sizes = tuple(values[n] for n in range(len(self.sizes)))
+        shapes, _ = module.extents(*sizes)
+        for k, (array, expected) in enumerate(zip(arrays, shapes)):
+            if array.shape != tuple(expected):
+                self._shape_error(k, array.shape, tuple(expected), sizes)
+        if sizes not in self._checked:
+            self._coverage(module, sizes)
+            self._checked[sizes] = True
+        self._bounds(module, sizes, arrays)
+        return sizes
+
+    def _shape_error(self, k, actual, expected, sizes):
+        names = dict(zip(self.sizes, sizes))
+        for axis, (a, e, text) in enumerate(zip(actual, expected, self.arg_shapes[k])):
+            if a != e:
+                if text in names:
+                    source, source_axis = self._meta.size_sources[self.sizes.index(text)]
+                    raise ValueError(
+                        f"size {text} is {e} from {self.arg_names[source]!r} (axis {source_axis}) but "
+                        f"{a} from {self.arg_names[k]!r} (axis {axis}); arrays of one size must agree.")
+                raise ValueError(f"argument {self.arg_names[k]!r} has shape {actual}; its core shape "
+                                 f"({', '.join(self.arg_shapes[k])}) is {expected} at sizes {names}.")
+        raise ValueError(f"argument {self.arg_names[k]!r} has shape {actual}, expected {expected}.")
+
+    def _coverage(self, module, sizes):
+        """Every element of an indexed output written by exactly one equation."""
+        if not self._meta.pieces:
+            return
+        _, out_shape = module.extents(*sizes)
+        count = np.zeros(out_shape, np.int32)
+        for text, box in zip(self._meta.pieces, module.boxes(*sizes)):
+            for axis, ((lo, hi), extent) in enumerate(zip(box, out_shape)):
+                if lo <= hi and (lo < 0 or hi >= extent):
+                    raise IndexError(f"{text} writes {self._meta.output} at {lo}..{hi} along axis {axis}, "
+                                     f"outside 0..{extent - 1} (sizes {dict(zip(self.sizes, sizes))}).")
+            count[tuple(slice(lo, hi + 1) if lo <= hi else slice(0, 0) for lo, hi in box)] += 1
+        for wrong, what in ((count == 0, "no equation writes"), (count > 1, "more than one equation writes")):
+            if wrong.any():
+                element = tuple(int(i) for i in np.argwhere(wrong)[0])
+                raise ValueError(f"{what} {self._meta.output}{list(element)} at sizes "
+                                 f"{dict(zip(self.sizes, sizes))}: the equations {list(self._meta.pieces)} must "
+                                 f"write every element exactly once.")
+
+    def _bounds(self, module, sizes, arrays):
+        flat = [a.reshape(-1) for a in arrays]
+        for number, stage in enumerate(module.STAGES):
+            failed, value = stage[5](*sizes, *flat)
+            if failed >= 0:
+                array, axis, index, extent = module.CHECKS[number][failed]
+                raise IndexError(
+                    f"index {index} of {array!r} (axis {axis}) is {value}, outside 0 .. {extent} - 1 at sizes "
+                    f"{dict(zip(self.sizes, sizes))}; nothing was computed or written.")
+
+    def _batched(self, method, values, extra, out):
+        arrays, batch = self._arrays(values, extra)
+        extras = [as_array(v, "cotangent/tangent").astype(self.dtype, copy=False) for v in values[len(arrays):]]
+        if not batch:
+            sizes = self._sizes(arrays)
+            results = self._call(method, arrays, extras, sizes)
+        else:
+            rows = []
+            for point in np.ndindex(*batch):
+                point_arrays = self._point_arrays(arrays, point, batch)
+                point_extras = []
+                for number, extra_value in enumerate(extras):
+                    core = self._extra_ndim(method, number, point_arrays)
+                    core_shape = extra_value.shape[extra_value.ndim - core:] if core else ()
+                    point_extras.append(np.array(np.broadcast_to(extra_value, batch + core_shape)[point], self.dtype))
+                rows.append(self._call(method, point_arrays, point_extras, self._sizes(point_arrays)))
+            results = [np.stack([r[k] for r in rows]).reshape(batch + rows[0][k].shape) for k in range(len(rows[0]))]
+        if out is not None:
+            given = (out,) if isinstance(out, np.ndarray) else tuple(out)
+            if len(given) != len(results) or any(not isinstance(g, np.ndarray) or g.shape != r.shape or
+                                                 g.dtype != self.dtype for g, r in zip(given, results)):
+                raise ValueError(f"out must be {len(results)} array(s) of shape(s) {[r.shape for r in results]} "
+                                 f"and dtype {self.dtype}.")
+            for g, r in zip(given, results):
+                g[...] = r
+            return list(given)
+        return results
+
+    def _extra_ndim(self, method, i, point_arrays):
+        module = self._import()
+        sizes = self._sizes(point_arrays)
+        _, out_shape = module.extents(*sizes)
+        if method in ("vjp", "value_and_vjp") or (method == "vjp_jvp" and i == 0):
+            return len(out_shape)
+        k = self.wrt[i - (1 if method == "vjp_jvp" else 0)]
+        return point_arrays[k].ndim
+
+    def _call(self, method, arrays, extras, sizes):
+        """One point: the results of ``method`` as arrays of their shapes."""
+        _, out_shape = self._import().extents(*sizes)
+        if method == "forward":
+            return [self._sweep("forward", arrays, sizes).reshape(out_shape)]
+        shapes = [arrays[k].shape for k in self.wrt]
+        if method in ("vjp", "value_and_vjp"):
+            v = self._shaped(extras[0], out_shape, "the cotangent v")
+            y, grads = self._sweep(method, arrays, sizes, v=v)
+            grads = [g.reshape(s) for g, s in zip(grads, shapes)]
+            return grads if method == "vjp" else [y.reshape(out_shape), *grads]
+        if method == "jvp":
+            tangents = [self._shaped(t, s, "the tangent") for t, s in zip(extras, shapes)]
+            return [self._sweep("jvp", arrays, sizes, tangents=tangents).reshape(out_shape)]
+        v = self._shaped(extras[0], out_shape, "the cotangent v")
+        tangents = [self._shaped(t, s, "the tangent") for t, s in zip(extras[1:], shapes)]
+        jv, hs = self._sweep("vjp_jvp", arrays, sizes, v=v, tangents=tangents)
+        return [jv.reshape(out_shape), *[h.reshape(s) for h, s in zip(hs, shapes)]]
+
+    def _shaped(self, value, shape, what):
+        if value.shape != tuple(shape):
+            raise ValueError(f"{what} has shape {value.shape}; expected {tuple(shape)} here.")
+        return np.array(value, self.dtype).reshape(-1)
+
+    def _sweep(self, method, arrays, sizes, v=None, tangents=None):
+        """Run the stages: ``forward`` -> y; ``vjp``/``value_and_vjp`` -> (y, grads); ``jvp`` -> J t;
+        ``vjp_jvp`` -> (J t, tangents of the grads)."""
+        module = self._import()
+        dtype = self.dtype
+        flat = [a.reshape(-1) for a in arrays]
+        _, out_shape = module.extents(*sizes)
+        temps = [np.zeros(n, dtype) for n in module.temps(*sizes)]
+        y = np.zeros(prod(out_shape), dtype)
+        stages = module.STAGES
+        chunks = [stage[4](*sizes, *flat) for stage in stages]
+        empty = module.EMPTY
+        base = (*sizes, *flat, *temps, y)
+        need_y = method in ("forward", "value_and_vjp")
+        forward_tangent = method in ("jvp", "vjp_jvp")
+        if forward_tangent:
+            d_args = [empty] * len(flat)
+            for k, t in zip(self.wrt, tangents):
+                d_args[k] = t
+            d_temps = [np.zeros_like(t) for t in temps]
+            dy = np.zeros_like(y)
+            tangent = (*d_args, *d_temps, dy)
+        for stage, (length, count) in zip(stages, chunks):
+            if stage[6] >= 0 or need_y:
+                stage[0](*base, length, count)
+            if forward_tangent:
+                stage[1](*base, *tangent, length, count)
+        if method == "forward":
+            return y
+        if method == "jvp":
+            return dy
+        b_args = [empty] * len(flat)
+        for k in self.wrt:
+            b_args[k] = np.zeros(flat[k].size, dtype)
+        b_temps = [np.zeros_like(t) for t in temps]
+        adjoint = (*b_args, *b_temps, v)
+        if method == "vjp_jvp":
+            h_args = [empty] * len(flat)
+            for k in self.wrt:
+                h_args[k] = np.zeros(flat[k].size, dtype)
+            h_temps = [np.zeros_like(t) for t in temps]
+            second = (*tangent, *adjoint, *h_args, *h_temps, np.zeros_like(y))
+        for stage, (length, count) in reversed(list(zip(stages, chunks))):
+            stage[2](*base, *adjoint, length, count)
+            if method == "vjp_jvp":
+                stage[3](*base, *second, length, count)
+        if method == "vjp_jvp":
+            return dy, [h_args[k] for k in self.wrt]
+        return y, [b_args[k] for k in self.wrt]
+
+    def _dense(self, arrays):
+        sizes = self._sizes(arrays)
+        _, out_shape = self._import().extents(*sizes)
+        m = prod(out_shape)
+        shapes = [arrays[k].shape for k in self.wrt]
+        n = sum(prod(s) for s in shapes)
+        blocks = [np.empty((m, prod(s)), self.dtype) for s in shapes]
+        if m <= n:
+            for row in range(m):
+                v = np.zeros(m, self.dtype)
+                v[row] = 1
+                _, grads = self._sweep("vjp", arrays, sizes, v=v)
+                for block, g in zip(blocks, grads):
+                    block[row] = g
+        else:
+            for b, shape in enumerate(shapes):
+                for column in range(prod(shape)):
+                    tangents = [np.zeros(prod(s), self.dtype) for s in shapes]
+                    tangents[b][column] = 1
+                    blocks[b][:, column] = self._sweep("jvp", arrays, sizes, tangents=tangents)
+        return [block.reshape(tuple(out_shape) + s) for block, s in zip(blocks, shapes)]
+

@@ -1,0 +1,291 @@
+"""Indexed models (IndexedBase, Sum, Eq outputs, gathers): every method against PyTorch and the unrolled kernel."""
+
+import pickle
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+import gradcomp as gc
+
+torch.set_default_dtype(torch.float64)
+
+n, m = sp.symbols("n m", integer=True, positive=True)
+i, j, k, d = sp.symbols("i j k d", integer=True)
+x = sp.IndexedBase("x", shape=(n,))
+rng = np.random.default_rng(0)
+
+
+def chain_model():
+    return sp.Sum((x[i + 1] - x[i]) ** 2 + sp.cos(x[i]), (i, 0, n - 2)), [x]
+
+
+def chain_torch(z):
+    return ((z[1:] - z[:-1]) ** 2 + torch.cos(z[:-1])).sum()
+
+
+def lj_model():
+    P = sp.IndexedBase("P", shape=(n, 3))
+    r2 = sum((P[i, c] - P[j, c]) ** 2 for c in range(3))
+    return sp.Sum(sp.Sum(4 * (r2 ** -6 - r2 ** -3), (j, i + 1, n - 1)), (i, 0, n - 2)), [P]
+
+
+def lj_torch(p):
+    diff = p[:, None, :] - p[None, :, :]
+    r2 = (diff ** 2).sum(-1)
+    upper = torch.triu(torch.ones_like(r2, dtype=torch.bool), 1)
+    r2 = r2[upper]
+    return (4 * (r2 ** -6 - r2 ** -3)).sum()
+
+
+def lattice(count):
+    side = int(round(count ** (1 / 3))) + 1
+    grid = np.array([(a, b, c) for a in range(side) for b in range(side) for c in range(side)], float)[:count]
+    return 1.1 * grid + 0.05 * rng.standard_normal((count, 3))
+
+
+def torch_grad(f, *arrays):
+    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    f(*tensors).backward()
+    return [t.grad.numpy() for t in tensors]
+
+
+def test_chain_value_gradient_and_worked_example():
+    k = gc.compile(*chain_model(), cache=False)
+    z = rng.random(50)
+    assert np.isclose(k(z), chain_torch(torch.tensor(z)).item(), rtol=1e-13)
+    np.testing.assert_allclose(k.grad(z), torch_grad(chain_torch, z)[0], rtol=1e-13, atol=1e-14)
+    y = sp.Sum(x[i] ** 2 + 2, (i, 0, n - 1))
+    np.testing.assert_allclose(gc.compile(y, [x], cache=False).grad(np.array([1.0, 2, 3])), [2, 4, 6])
+
+
+def test_one_kernel_serves_every_size():
+    k = gc.compile(*chain_model(), cache=False)
+    for size in (1, 2, 3, 17, 1000, 10_001):
+        z = rng.random(size)
+        assert np.isclose(k(z), chain_torch(torch.tensor(z)).item(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(k.grad(z), torch_grad(chain_torch, z)[0], rtol=1e-12, atol=1e-13)
+
+
+def test_jvp_hvp_hessian_jacobian_match_torch():
+    k = gc.compile(*chain_model(), cache=False)
+    z, t = rng.random(12), rng.random(12)
+    hessian = torch.autograd.functional.hessian(chain_torch, torch.tensor(z)).numpy()
+    gradient = torch_grad(chain_torch, z)[0]
+    assert np.isclose(k.jvp(z, t), gradient @ t, rtol=1e-13)
+    np.testing.assert_allclose(k.hvp(z, t), hessian @ t, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(k.hessian(z), hessian, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(k.jacobian(z), gradient, rtol=1e-13, atol=1e-14)
+    value, gradient2 = k.value_and_grad(z)
+    assert np.isclose(value, k(z)) and np.allclose(gradient2, gradient)
+
+
+def test_triangle_pair_sum_forces_match_torch():
+    k = gc.compile(*lj_model(), cache=False)
+    p = lattice(40)
+    assert np.isclose(k(p), lj_torch(torch.tensor(p)).item(), rtol=1e-12)
+    np.testing.assert_allclose(k.grad(p), torch_grad(lj_torch, p)[0], rtol=1e-11, atol=1e-11)
+
+
+def test_pair_sum_matches_the_unrolled_kernel():
+    P = sp.IndexedBase("P", shape=(n, 3))
+    expr, args = lj_model()
+    count = 8
+    S = sp.Matrix(count, 3, lambda a, b: sp.Symbol(f"p{a}_{b}"))
+    unrolled_expr = sum(4 * (r2 ** -6 - r2 ** -3) for r2 in
+                        (sum((S[a, c] - S[b, c]) ** 2 for c in range(3)) for a in range(count)
+                         for b in range(a + 1, count)))
+    unrolled = gc.compile(unrolled_expr, [S], cache=False)
+    indexed = gc.compile(expr, [P], cache=False)
+    p = lattice(count)
+    assert np.isclose(indexed(p), unrolled(p), rtol=1e-13)
+    np.testing.assert_allclose(indexed.grad(p), unrolled.grad(p), rtol=1e-12, atol=1e-12)
+
+
+def test_log_sum_exp_of_a_sum():
+    k = gc.compile(sp.log(sp.Sum(sp.exp(x[i]), (i, 0, n - 1))), [x], cache=False)
+    z = rng.random(100)
+    assert np.isclose(k(z), np.log(np.exp(z).sum()), rtol=1e-14)
+    np.testing.assert_allclose(k.grad(z), np.exp(z) / np.exp(z).sum(), rtol=1e-13)
+    t = rng.random(100)
+    hessian = torch.autograd.functional.hessian(lambda q: torch.logsumexp(q, 0), torch.tensor(z)).numpy()
+    np.testing.assert_allclose(k.hvp(z, t), hessian @ t, rtol=1e-11, atol=1e-14)
+
+
+def test_indexed_output_with_boundaries_and_inner_sum():
+    y = sp.IndexedBase("y", shape=(n,))
+    inner = sp.Idx("I", (1, n - 2))
+    lap = [sp.Eq(y[0], x[0] ** 2), sp.Eq(y[inner], x[inner - 1] - 2 * sp.sin(x[inner]) + x[inner + 1] ** 3),
+           sp.Eq(y[n - 1], x[n - 1] / sp.Sum(sp.exp(x[j]), (j, 0, n - 1)))]
+    k = gc.compile(lap, [x], cache=False)
+
+    def f(z):
+        middle = z[:-2] - 2 * torch.sin(z[1:-1]) + z[2:] ** 3
+        return torch.cat([z[:1] ** 2, middle, z[-1:] / torch.exp(z).sum()])
+
+    z, v, t = rng.random(30), rng.random(30), rng.random(30)
+    np.testing.assert_allclose(k(z), f(torch.tensor(z)).numpy(), rtol=1e-13)
+    zt = torch.tensor(z, requires_grad=True)
+    f(zt).backward(torch.tensor(v))
+    np.testing.assert_allclose(k.vjp(z, v), zt.grad.numpy(), rtol=1e-12, atol=1e-14)
+    jacobian = torch.autograd.functional.jacobian(f, torch.tensor(z)).numpy()
+    np.testing.assert_allclose(k.jvp(z, t), jacobian @ t, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(k.jacobian(z), jacobian, rtol=1e-12, atol=1e-14)
+    _, second = torch.autograd.functional.vhp(lambda q: (f(q) * torch.tensor(v)).sum(), torch.tensor(z),
+                                              torch.tensor(t))
+    np.testing.assert_allclose(k.vjp_jvp(z, v, t)[1], second.numpy(), rtol=1e-11, atol=1e-13)
+
+
+def test_matrix_vector_layer_in_two_arguments():
+    A = sp.IndexedBase("A", shape=(m, n))
+    y = sp.IndexedBase("y", shape=(m,))
+    row = sp.Idx("r", m)
+    k = gc.compile([sp.Eq(y[row], sp.tanh(sp.Sum(A[row, j] * x[j], (j, 0, n - 1))))], [A, x], cache=False)
+    a, z, v = rng.random((7, 5)), rng.random(5), rng.random(7)
+    np.testing.assert_allclose(k(a, z), np.tanh(a @ z), rtol=1e-13)
+    at, zt = torch.tensor(a, requires_grad=True), torch.tensor(z, requires_grad=True)
+    torch.tanh(at @ zt).backward(torch.tensor(v))
+    ga, gz = k.vjp(a, z, v)
+    np.testing.assert_allclose(ga, at.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(gz, zt.grad.numpy(), rtol=1e-12)
+
+
+def test_periodic_grid_with_mod():
+    N = sp.Symbol("N", integer=True, positive=True)
+    u = sp.IndexedBase("u", shape=(N, N))
+    r, c = sp.Idx("r", N), sp.Idx("c", N)
+    out = sp.IndexedBase("out", shape=(N, N))
+    lap = (u[sp.Mod(r + 1, N), c] + u[sp.Mod(r - 1, N), c] + u[r, sp.Mod(c + 1, N)] + u[r, sp.Mod(c - 1, N)]
+           - 4 * u[r, c])
+    k = gc.compile([sp.Eq(out[r, c], lap + u[r, c] ** 2)], [u], cache=False)
+
+    def f(w):
+        return (torch.roll(w, -1, 0) + torch.roll(w, 1, 0) + torch.roll(w, -1, 1) + torch.roll(w, 1, 1) - 4 * w
+                + w ** 2)
+
+    w, v = rng.random((9, 9)), rng.random((9, 9))
+    np.testing.assert_allclose(k(w), f(torch.tensor(w)).numpy(), rtol=1e-13)
+    wt = torch.tensor(w, requires_grad=True)
+    f(wt).backward(torch.tensor(v))
+    np.testing.assert_allclose(k.vjp(w, v), wt.grad.numpy(), rtol=1e-12)
+
+
+def test_gather_through_an_edge_list_with_repeated_edges():
+    e = sp.IndexedBase("e", shape=(m, 2), integer=True)
+    w = sp.IndexedBase("w", shape=(m,))
+    energy = sp.Sum(w[k] * (1 - sp.cos(x[e[k, 0]] - x[e[k, 1]])), (k, 0, m - 1))
+    kernel = gc.compile(energy, [x, w, e], cache=False)
+    theta, edges = rng.random(20), rng.integers(0, 20, (60, 2))
+    edges[5] = edges[4]
+    weights = rng.random(60)
+
+    def f(q, ww):
+        return (ww * (1 - torch.cos(q[edges[:, 0]] - q[edges[:, 1]]))).sum()
+
+    assert np.isclose(kernel(theta, weights, edges), f(torch.tensor(theta), torch.tensor(weights)).item())
+    gq, gw = kernel.grad(theta, weights, edges)
+    tq, tw = torch_grad(f, theta, weights)
+    np.testing.assert_allclose(gq, tq, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gw, tw, rtol=1e-12, atol=1e-14)
+
+
+def test_batches_broadcast_over_leading_dimensions():
+    k = gc.compile(*chain_model(), cache=False)
+    z = rng.random((3, 2, 8))
+    values = k(z)
+    assert values.shape == (3, 2)
+    np.testing.assert_allclose(values[1, 0], k(z[1, 0]))
+    np.testing.assert_allclose(k.grad(z)[2, 1], k.grad(z[2, 1]))
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    k = gc.compile(*lj_model(), cache=False)
+    p = lattice(300)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        results.append((k(p), k.grad(p)))
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert results[0][0] == results[1][0]
+    assert np.array_equal(results[0][1], results[1][1])
+
+
+def test_out_of_bounds_index_is_a_compile_error_when_provable():
+    with pytest.raises(gc.CompileError, match="outside"):
+        gc.compile(sp.Sum(x[i + 1], (i, 0, n - 1)), [x], cache=False)
+
+
+def test_out_of_bounds_gather_raises_before_writing():
+    e = sp.IndexedBase("e", shape=(m,), integer=True)
+    kernel = gc.compile(sp.Sum(x[e[k]] ** 2, (k, 0, m - 1)), [x, e], cache=False)
+    out = np.full((), 7.0)
+    with pytest.raises(IndexError, match="'x'.*5"):
+        kernel(np.ones(5), np.array([0, 5]), out=out)
+    with pytest.raises(IndexError, match="-1"):
+        kernel.grad(np.ones(5), np.array([0, -1]))
+    assert out == 7.0
+
+
+def test_size_mismatch_names_the_size_and_both_values():
+    A = sp.IndexedBase("A", shape=(n, n))
+    kernel = gc.compile(sp.Sum(A[i, i] * x[i], (i, 0, n - 1)), [A, x], cache=False)
+    with pytest.raises(ValueError, match=r"size n is 3 .* but 4"):
+        kernel(np.ones((3, 3)), np.ones(4))
+
+
+def test_gap_and_overlap_in_indexed_outputs_are_errors():
+    y = sp.IndexedBase("y", shape=(n,))
+    inner = sp.Idx("I", (1, n - 2))
+    gap = gc.compile([sp.Eq(y[0], x[0]), sp.Eq(y[inner], x[inner])], [x], cache=False)
+    with pytest.raises(ValueError, match=r"no equation writes y\[4\]"):
+        gap(np.ones(5))
+    overlap = gc.compile([sp.Eq(y[sp.Idx("J", n)], x[sp.Idx("J", n)]), sp.Eq(y[0], 1 + x[0])], [x], cache=False)
+    with pytest.raises(ValueError, match=r"more than one equation writes y\[0\]"):
+        overlap(np.ones(5))
+
+
+def test_integer_arguments_are_not_differentiated_and_take_integers():
+    e = sp.IndexedBase("e", shape=(m,), integer=True)
+    with pytest.raises(gc.CompileError, match="integers"):
+        gc.compile(sp.Sum(x[e[k]], (k, 0, m - 1)), [x, e], wrt=[1], cache=False)
+    kernel = gc.compile(sp.Sum(x[e[k]], (k, 0, m - 1)), [x, e], cache=False)
+    with pytest.raises(TypeError, match="integer array"):
+        kernel(np.ones(3), np.array([0.0, 1.0]))
+
+
+def test_empty_range_sums_to_zero():
+    kernel = gc.compile(sp.Sum(x[i] * x[i + 1], (i, 0, n - 2)), [x], cache=False)
+    assert kernel(np.ones(1)) == 0.0
+    np.testing.assert_array_equal(kernel.grad(np.ones(1)), [0.0])
+
+
+def test_float32_kernels():
+    expr, args = chain_model()
+    kernel = gc.compile(expr, args, cache=False, dtype="float32")
+    z = rng.random(1000).astype(np.float32)
+    assert kernel.grad(z).dtype == np.float32
+    np.testing.assert_allclose(kernel.grad(z), torch_grad(chain_torch, z.astype(float))[0], rtol=1e-4, atol=1e-5)
+
+
+def test_pickle_and_fresh_process_load(tmp_path):
+    expr, args = chain_model()
+    kernel = gc.compile(expr, args, cache=tmp_path, name="chain_indexed")
+    z = rng.random(64)
+    again = pickle.loads(pickle.dumps(kernel))
+    np.testing.assert_array_equal(again.grad(z), kernel.grad(z))
+    script = (f"import sys, numpy as np, gradcomp as gc; k = gc.load('chain_indexed', cache={str(tmp_path)!r});"
+              f"print(float(k(np.arange(7.0) / 7))); print('sympy' in sys.modules)")
+    lines = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert np.isclose(float(lines[0]), kernel(np.arange(7.0) / 7), rtol=1e-15)
+    assert lines[1] == "False"
+
+
+def test_source_shows_loops_and_body_listing():
+    kernel = gc.compile(*chain_model(), cache=False)
+    assert "over (i in 0..n - 2)" in kernel.source.replace("(-2 + n)", "n - 2")
+    assert "cos" in kernel.source
+    assert kernel.methods["s0"]["vjp"] > 0
