@@ -41,9 +41,13 @@ class Slot(NamedTuple):
     source: str
     flat: str
     """The flat (C order) position in the source, as Python text; for ``index`` the value."""
-    owned: bool = False
-    """The position's leading coordinate is the stage's outermost loop index itself: terms of
-    different chunks of that loop never share the element, so adjoints add into it directly."""
+    axis: int = -1
+    """The coordinate of ``flat`` that holds the stage's outermost loop index ``i``, as ``i + shift``
+    (or ``Mod(i + shift, extent)`` when ``wrap``), the index in no other coordinate: terms of
+    different rows ``i`` then touch rows of the source a fixed distance apart, and the drivers add
+    their adjoints in place (by row bands) instead of into private copies.  -1: no such coordinate."""
+    shift: int = 0
+    wrap: bool = False
 
 
 class Loop(NamedTuple):
@@ -317,24 +321,22 @@ class _Analysis:
             raise CompileError(f"loop index used twice in one nest: {[str(lp[0]) for lp in loops]}.")
         loop_texts = tuple(Loop(self.index_names[i], self.text(lo), self.text(hi)) for i, lo, hi in loops)
         body = self.lower(_plain(sp.sympify(body)), loops)
-        slots, leads, checks, values = [], [], [], {}
+        slots, checks, values = [], [], {}
 
-        def slot(source, flat, lead=None):
+        def slot(source, flat, band=(-1, 0, False)):
             if (source, flat) not in values:
                 values[(source, flat)] = sp.Symbol(f"s{len(slots)}", real=True)
-                slots.append(Slot(source, flat))
-                leads.append(lead)
+                slots.append(Slot(source, flat, *band))
             return values[(source, flat)]
 
         mapping = {}
         indexed = body.atoms(sp.Indexed)
         inside = {inner for node in indexed for index in node.indices for inner in sp.sympify(index).atoms(sp.Indexed)}
         for node in sorted(indexed - inside, key=sp.default_sort_key):
-            lead = _plain(sp.sympify(node.indices[0])) if node.indices else None
             if node.base in self.temp_bases:
                 temp = self.temp_bases[node.base]
                 flat = self._flat(node.indices, temp.extents)
-                mapping[node] = slot(temp.name, flat, lead)
+                mapping[node] = slot(temp.name, flat, _band(node.indices, None, loops))
                 continue
             k = self.bases.get(node.base)
             if k is None:
@@ -342,7 +344,7 @@ class _Analysis:
             if self.specs[k].integer:
                 raise CompileError(f"{node} uses integer index data as a value; integer arguments only index.")
             checks += self.checks(node, k)
-            mapping[node] = slot(f"A{k}", self.flat(node, k), lead)
+            mapping[node] = slot(f"A{k}", self.flat(node, k), _band(node.indices, self._shape_of(k), loops))
         partial = body.xreplace(mapping)
         for symbol in sorted(partial.free_symbols - set(mapping.values()), key=sp.default_sort_key):
             if symbol in self.temp_scalars:
@@ -360,27 +362,8 @@ class _Analysis:
         expression = body.xreplace(mapping)
         if not slots:
             slot("zero", "0")
-        slots = self._owned(slots, leads, loops)
         self.stages.append(Stage(kind, target, position, partitioned, loop_texts, tuple(slots), tuple(checks),
                                  sp.srepr(expression), str(body)))
-
-    @staticmethod
-    def _owned(slots, leads, loops):
-        """Mark the slots of sources that chunks of the outermost loop never share: every slot of the
-        source has the leading coordinate (outermost index + c) with one constant c."""
-        if not loops:
-            return slots
-        first = loops[0][0]
-        shifts: dict = {}
-        for slot, lead in zip(slots, leads):
-            shift = None
-            if lead is not None and lead.has(first):
-                shift = lead - first
-                if shift.free_symbols & {lp[0] for lp in loops} or shift.atoms(sp.Indexed, sp.Mod):
-                    shift = None
-            shifts.setdefault(slot.source, set()).add(shift)
-        owned = {source for source, found in shifts.items() if len(found) == 1 and None not in found}
-        return [slot._replace(owned=slot.source in owned) for slot in slots]
 
     def _flat(self, coordinates, extents) -> str:
         flat = None
@@ -388,6 +371,32 @@ class _Analysis:
             part = self.text(coordinate)
             flat = part if flat is None else f"({flat}) * {extent} + {part}"
         return flat if flat is not None else "0"
+
+
+def _band(indices, extents, loops) -> tuple[int, int, bool]:
+    """(axis, shift, wrap) of a read whose one coordinate holding the outermost loop index ``i`` is
+    ``i + shift`` or ``Mod(i + shift, extent)`` (``extent`` that axis's, the loop no longer than it);
+    (-1, 0, False) otherwise.  ``extents`` None: no wrap allowed (temporaries)."""
+    if not loops:
+        return -1, 0, False
+    first, lo, hi = loops[0]
+    coordinates = [_plain(sp.sympify(index)) for index in indices]
+    holding = [a for a, c in enumerate(coordinates) if c.has(first)]
+    if len(holding) != 1:
+        return -1, 0, False
+    axis = holding[0]
+    coordinate, wrap = coordinates[axis], False
+    if isinstance(coordinate, sp.Mod):
+        argument, modulus = coordinate.args
+        if extents is None or sp.simplify(modulus - extents[axis]) != 0:
+            return -1, 0, False
+        if not sp.simplify(hi - lo + 1 - modulus).is_nonpositive:
+            return -1, 0, False
+        coordinate, wrap = argument, True
+    shift = sp.simplify(coordinate - first)
+    if not shift.is_Integer:
+        return -1, 0, False
+    return axis, int(shift), wrap
 
 
 def _plain(expr):

@@ -8,11 +8,17 @@ Numba drivers that walk the stage's terms:
   adjoints (forward over reverse, for ``hvp`` and ``vjp_jvp``);
 - terms are gathered, ``TERMS_PER_BLOCK`` at a time, into rows of a small buffer, the body runs on
   them in vector lanes, and the results go to their target (written, or added in term order);
-- the outermost loop is cut into chunks whose size depends only on the sizes, one ``prange``
-  iteration each, so a sum's partial results and their order are the same for any thread count;
-- adjoints of slots whose elements no two chunks share (``Slot.owned``) are added in place; the
-  others are kept per term in a buffer of a bounded group of chunks and added serially, in term
-  order (deterministic, race-free, memory independent of the number of terms);
+- the outermost loop is cut into chunks by ``bounds`` (``BND``, chunk boundaries): a closed form
+  for rectangular nests, a scan that balances terms for triangular ones; chunks depend only on the
+  sizes, one ``prange`` iteration each, so a sum's partial results and their order are the same
+  for any thread count;
+- adjoints (``R``, ``H``) of a source are scattered by its plan (``_plan``): "direct" where no two
+  chunks touch one element (the slot's outermost coordinate is the outer loop index,
+  ``Slot.axis``/``shift`` 0), "banded" where they do only near chunk edges (shifts ``i + c``, or
+  ``Mod(i + c, E)`` on a periodic axis, ``Slot.wrap``): groups of chunks run in two alternating
+  phases, so neighbours never run together; "copies" otherwise: each group adds into a private copy
+  (their number depends on the sizes only), then the copies are summed in order, in parallel over
+  blocks of elements. Every plan is deterministic and race-free;
 - ``count`` (terms of a chunk) and ``check`` (every index against its extent, before anything is
   written) walk the loops without the body.
 
@@ -22,6 +28,8 @@ tangents: no user name reaches the code.
 """
 
 from __future__ import annotations
+
+import re
 
 import sympy as sp
 
@@ -40,8 +48,15 @@ TERMS_PER_CHUNK = 4096
 """Terms of one chunk (one parallel task): its outermost-loop range is this many terms divided by the
 terms of that loop's first index, whatever the thread count."""
 
-CHUNKS_PER_GROUP = 64
-"""Chunks whose shared adjoints wait in one buffer before they are added: bounds its memory."""
+MAX_COPIES = 32
+"""Private copies of a scattered adjoint at most: groups of chunks that run in parallel."""
+
+COPY_BUDGET = 4 * 2**20
+"""Elements of all private copies of one stage together (32 MB in float64) when that allows more
+than two; the number of copies depends on the sizes only, never on the thread count."""
+
+REDUCE_BLOCK = 4096
+"""Elements per parallel task when the private copies are summed (in copy order)."""
 
 BODY_METHODS = ("forward", "vjp", "jvp", "vjp_jvp")
 
@@ -99,7 +114,7 @@ def _header(model: LoopModel, meta: LoopRecord) -> str:
               "# Numba caches machine code only for functions of a module that lives in a file.",
               'CACHE = "__file__" in globals()', "",
               f'LANES = lanes("{model.dtype}")', "", f"META = {meta!r}", "",
-              f"L = {TERMS_PER_BLOCK}", f"GROUP = {CHUNKS_PER_GROUP}", f"DTYPE = np.{model.dtype}",
+              f"L = {TERMS_PER_BLOCK}", f"DTYPE = np.{model.dtype}",
               "EMPTY = np.zeros(0, DTYPE)", "", ""]
     return "\n".join(lines)
 
@@ -137,7 +152,7 @@ def _stage_source(model: LoopModel, number: int, stage: Stage, printer) -> tuple
         lines.append(f'{p}_{method} = block("{p}_{method}", {p}_{method}_CODE, "{model.dtype}", {p}_W)')
     lines += ["", ""]
     names = _names(model)
-    lines += _count(model, stage, p) + _check(model, stage, p) + _chunks(model, stage, p)
+    lines += _count(model, stage, p) + _check(model, stage, p) + _bounds(model, stage, p)
     for mode in "FJRH":
         lines += _driver(model, stage, p, mode, names[mode])
     return "\n".join(lines), ops
@@ -210,19 +225,60 @@ def _check(model, stage, p) -> list[str]:
     return lines + outer + _indent(inner, depth) + ["    return -1, 0", "", ""]
 
 
-def _chunks(model, stage, p) -> list[str]:
+def _bounds(model, stage, p) -> list[str]:
+    """``BND``: the first row of each chunk of the outermost loop, then its end; from the sizes (and
+    index data) only, never the thread count, so that sums add in one order.  Rectangular nests
+    cut equal rows in closed form; nests whose inner ranges depend on the outer index (pair
+    triangles) cut by a scan of the terms per row, so that every chunk does about the same work."""
     params = [*model.sizes, *[f"A{k}" for k in range(len(model.arguments))]]
-    lines = [f"def {p}_chunks({', '.join(params)}):",
-             '    """(chunk length in the outermost loop, number of chunks): from the sizes only."""']
+    lines = ['@njit(cache=CACHE, nogil=True, error_model="numpy")', f"def {p}_bounds({', '.join(params)}):",
+             f'    """Chunk boundaries: about {TERMS_PER_CHUNK} terms, at least '
+             f'{_spread(model, stage)} row(s) each."""']
     if not stage.loops:
-        return lines + ["    return 1, 1", "", ""]
+        return lines + ["    return np.arange(2)", "", ""]
     first = stage.loops[0]
-    lines += [f"    lo, hi = {first.lo}, {first.hi}",
-              "    if hi < lo:", "        return 1, 0",
-              f"    per = {p}_count({', '.join(params)}, lo, lo + 1)",
-              f"    length = max(1, {TERMS_PER_CHUNK} // max(1, per))",
-              "    return length, (hi - lo + length) // length", "", ""]
-    return lines
+    count = f"{p}_count({', '.join(params)}"
+    lines += [f"    lo, hi = {first.lo}, {first.hi}", "    if hi < lo:", "        return np.full(1, lo)",
+              f"    least = {_spread(model, stage)}"]
+    triangular = any(re.search(rf"\b{first.index}\b", lp.lo + lp.hi) for lp in stage.loops[1:])
+    if not triangular:
+        return lines + [f"    per = {count}, lo, lo + 1)",
+                        f"    length = max(least, {TERMS_PER_CHUNK} // max(1, per))",
+                        "    chunks = max(1, (hi - lo + 1) // length)",
+                        "    BND = lo + length * np.arange(chunks + 1)", "    BND[chunks] = hi + 1",
+                        "    return BND", "", ""]
+    return lines + ["    BND = np.empty(hi - lo + 2, np.int64)", "    BND[0] = lo", "    chunks = 0",
+                    "    terms = 0", "    for r in range(lo, hi + 1):", f"        terms += {count}, r, r + 1)",
+                    f"        if terms >= {TERMS_PER_CHUNK} and r + 1 - BND[chunks] >= least:",
+                    "            chunks += 1", "            BND[chunks] = r + 1", "            terms = 0",
+                    "    if BND[chunks] <= hi:",
+                    "        if chunks == 0 or hi + 1 - BND[chunks] >= least:", "            chunks += 1",
+                    "        BND[chunks] = hi + 1", "    return BND[:chunks + 1].copy()", "", ""]
+
+
+def _plan(model, stage) -> dict:
+    """Per source whose adjoint a stage adds into: ``direct`` (chunks never share its elements),
+    ``banded`` (they share only with a neighbouring chunk: chunks run in alternating phases) or
+    ``copies`` (anything: each group of chunks adds into a private copy, summed in a fixed order)."""
+    plan = {}
+    for source in dict.fromkeys(s.source for s in stage.slots if _has_tangent(model, s.source)):
+        slots = [s for s in stage.slots if s.source == source]
+        if not stage.loops:
+            plan[source] = "direct"
+        elif any(s.axis < 0 for s in slots) or len({s.axis for s in slots}) > 1:
+            plan[source] = "copies"
+        else:
+            plan[source] = "direct" if len({s.shift for s in slots}) == 1 else "banded"
+    return plan
+
+
+def _spread(model, stage) -> int:
+    """Rows a chunk must have so that chunks two apart never share an element of a banded source."""
+    plan = _plan(model, stage)
+    spreads = [max(s.shift for s in stage.slots if s.source == source) -
+               min(s.shift for s in stage.slots if s.source == source)
+               for source, how in plan.items() if how == "banded"]
+    return max([1, *spreads])
 
 
 def _has_tangent(model, source) -> bool:
@@ -230,9 +286,12 @@ def _has_tangent(model, source) -> bool:
 
 
 def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]) -> list[str]:
+    """One driver; for ``R``/``H`` also the function that runs one unit of chunks (see ``_plan``)."""
     K = len(stage.slots)
-    scatter = [(k, s) for k, s in enumerate(stage.slots) if mode in "RH" and _has_tangent(model, s.source)]
-    shared = [(k, s) for k, s in scatter if not s.owned]
+    plan = _plan(model, stage) if mode in "RH" else {}
+    scatter = [(k, s) for k, s in enumerate(stage.slots) if s.source in plan]
+    copied = [source for source, how in plan.items() if how == "copies"]
+    banded = any(how == "banded" for how in plan.values())
     constant = stage.kind == "reduce" and not stage.partitioned and bool(stage.loops)
     prefix = {"F": "", "J": "d", "R": "b", "H": "h"}[mode]
     target = prefix + stage.target
@@ -272,15 +331,9 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
             flush.append(f"    {target}[P[t]] {'=' if stage.kind == 'write' else '+='} O[t, 0]")
     else:
         value = "G[t, {k}]" if mode == "R" else "(G[t, {k}] + G2[t, {k}])"
-        column = {k: j for j, (k, _) in enumerate(shared)}
         for k, slot in scatter:
-            v = value.format(k=k)
-            if slot.owned:
-                flush.append(f"    {prefix}{slot.source}[FL[t, {k}]] += {v}")
-            else:
-                flush += [f"    BV[off + t, {column[k]}] = {v}", f"    BI[off + t, {column[k]}] = FL[t, {k}]"]
-        if shared:
-            flush.append("off += c")
+            into = f"C{copied.index(slot.source)}[u, " if slot.source in copied else f"{prefix}{slot.source}["
+            flush.append(f"    {into}FL[t, {k}]] += {value.format(k=k)}")
     if len(flush) == 2:  # nothing to add: the adjoints of constants
         flush = []
     flush.append("c = 0")
@@ -298,43 +351,57 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
                         "O = np.empty((L, 1), DTYPE)"]
     buffers.append("c = 0")
 
-    chunk = []
-    if stage.loops:
-        first = stage.loops[0]
-        chunk = [f"c_lo = {first.lo} + ch * CH", f"c_hi = min({first.hi} + 1, c_lo + CH)"]
-    nest = _loop_header(stage, True)
+    chunk = ["c_lo = BND[ch]", "c_hi = BND[ch + 1]"] if stage.loops else []
     depth = len(stage.loops)
-    body = [*buffers, *(["off = OFF[ch - g0]"] if shared else []), *chunk, *nest,
-            *_indent([*per_term, "if c == L:", *_indent(flush, 1)], depth), *flush]
-    if constant and mode in "FJ":
-        body.append("PART[ch] = acc")
-
-    signature = ", ".join([*params, "CH", "NC"])
+    terms = [*chunk, *_loop_header(stage, True),
+             *_indent([*per_term, "if c == L:", *_indent(flush, 1)], depth), *flush]
     kind = {"F": "values", "J": "tangents", "R": "slot adjoints", "H": "tangents of the slot adjoints"}[mode]
-    lines = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")', f"def {p}_{mode}({signature}):",
-             f'    """Stage {p}: its terms\' {kind}."""']
+    head = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")',
+            f"def {p}_{mode}({', '.join([*params, 'BND'])}):", f'    """Stage {p}: its terms\' {kind}."""',
+            "    NC = BND.size - 1"]
     if mode in "FJ":
+        lines = head + (["    PART = np.zeros(NC)"] if constant else [])
+        lines += ["    for ch in prange(NC):", *_indent([*buffers, *terms], 2)]
         if constant:
-            lines.append("    PART = np.zeros(NC)")
-        lines += ["    for ch in prange(NC):", *_indent(body, 2)]
-        if constant:
+            lines.append("        PART[ch] = acc")
             lines += ["    total = 0.0", "    for ch in range(NC):", "        total += PART[ch]",
                       f"    {target}[{stage.position}] += total"]
-    elif shared:
-        count_args = ", ".join([*model.sizes, *[f"A{k}" for k in range(len(model.arguments))]])
-        lines += ["    for g0 in range(0, NC, GROUP):", "        g1 = min(NC, g0 + GROUP)",
-                  "        OFF = np.zeros(g1 - g0 + 1, np.int64)", "        for ch in range(g0, g1):",
-                  *_indent(chunk, 3),
-                  f"            OFF[ch - g0 + 1] = OFF[ch - g0] + {p}_count({count_args}"
-                  f"{', c_lo, c_hi' if stage.loops else ', 0, 1'})",
-                  f"        BV = np.empty((OFF[g1 - g0], {len(shared)}), DTYPE)",
-                  f"        BI = np.empty((OFF[g1 - g0], {len(shared)}), np.int64)",
-                  "        for ch in prange(g0, g1):", *_indent(body, 3),
-                  "        for t in range(OFF[g1 - g0]):"]
-        lines += [f"            {prefix}{slot.source}[BI[t, {j}]] += BV[t, {j}]" for j, (_, slot) in enumerate(shared)]
+        return [*lines, "", ""]
+
+    # R/H: a unit is one chunk, or (with private copies) a group of chunks, run serially
+    unit_params = [*params, "BND", "u", "first", "last", *[f"C{j}" for j in range(len(copied))]]
+    unit = ['@njit(cache=CACHE, nogil=True, error_model="numpy")', f"def {p}_{mode}_unit({', '.join(unit_params)}):",
+            f'    """Stage {p}: the {kind} of chunks first .. last - 1 (unit u)."""', *_indent(buffers, 1),
+            "    for ch in range(first, last):", *_indent(terms, 2), "", ""]
+    copies = [f"C{j}" for j in range(len(copied))]
+    call = f"{p}_{mode}_unit({', '.join([*params, 'BND', 'u', *_unit_range(bool(copied)), *copies])})"
+    lines = list(head)
+    if copied:
+        total = " + ".join(f"{prefix}{source}.size" for source in copied)
+        lines += [f"    units = min(NC, max(2, min({MAX_COPIES}, {COPY_BUDGET} // max(1, {total}))))"]
+        lines += [f"    C{j} = np.zeros((units, {prefix}{source}.size), DTYPE)" for j, source in enumerate(copied)]
     else:
-        lines += ["    for ch in prange(NC):", *_indent(body, 2)]
-    return [*lines, "", ""]
+        lines.append("    units = NC")
+    if banded:
+        wrap = any(s.wrap for s in stage.slots if plan.get(s.source) == "banded")
+        lines += [f"    alone = units - 1 if {wrap} and units % 2 == 1 and units > 1 else units",
+                  "    for phase in range(2):", "        for q in prange((alone - phase + 1) // 2):",
+                  "            u = 2 * q + phase", f"            {call}",
+                  "    for u in range(alone, units):", f"        {call}"]
+    else:
+        lines += ["    for u in prange(units):", f"        {call}"]
+    for j, source in enumerate(copied):
+        into = f"{prefix}{source}"
+        lines += [f"    for block in prange(({into}.size + {REDUCE_BLOCK - 1}) // {REDUCE_BLOCK}):",
+                  f"        e0, e1 = block * {REDUCE_BLOCK}, min({into}.size, (block + 1) * {REDUCE_BLOCK})",
+                  "        for g in range(units):", "            for e in range(e0, e1):",
+                  f"                {into}[e] += C{j}[g, e]"]
+    return [*unit, *lines, "", ""]
+
+
+def _unit_range(grouped: bool) -> tuple[str, str]:
+    """The chunks of unit ``u``: a group of contiguous chunks (private copies) or chunk ``u`` itself."""
+    return ("u * NC // units", "(u + 1) * NC // units") if grouped else ("u", "u + 1")
 
 
 def _read(slot, prefix: str) -> str:
@@ -353,7 +420,7 @@ def _tables(model: LoopModel) -> str:
     boxes = ", ".join("(" + "".join(f"({lo}, {hi}), " for lo, hi in piece.box) + ")" for piece in model.pieces)
     temps = ", ".join(" * ".join(t.extents) if t.extents else "1" for t in model.temps)
     stages = ", ".join(
-        f"(s{n}_F, s{n}_J, s{n}_R, s{n}_H, s{n}_chunks, s{n}_check, "
+        f"(s{n}_F, s{n}_J, s{n}_R, s{n}_H, s{n}_bounds, s{n}_check, "
         f"{-1 if s.target == 'Y' else int(s.target[1:])}, {s.kind == 'reduce'})" for n, s in enumerate(model.stages))
     checks = ", ".join("(" + "".join(f"({c.array!r}, {c.axis}, {model.user(c.index)!r}, {model.user(c.extent)!r}), "
                                      for c in s.checks) + ")" for s in model.stages)
@@ -365,7 +432,7 @@ def _tables(model: LoopModel) -> str:
         f"    return [{boxes}]", "", "",
         f"def temps({sizes}):", '    """The lengths of the temporaries (inner sums kept per outer index)."""',
         f"    return [{temps}]", "", "",
-        "# per stage: value, tangent, adjoint and adjoint-tangent drivers, chunking, bounds check,",
+        "# per stage: value, tangent, adjoint and adjoint-tangent drivers, chunk boundaries, bounds check,",
         "# target (-1: the output, else a temporary), whether it adds into it",
         f"STAGES = [{stages}]", "",
         "# per stage: (argument, axis, index, extent) of each bounds check, for errors",

@@ -344,7 +344,7 @@ class LoopKernel:
         temps = [np.zeros(n, dtype) for n in module.temps(*sizes)]
         y = np.zeros(prod(out_shape), dtype)
         stages = module.STAGES
-        chunks = [stage[4](*sizes, *flat) for stage in stages]
+        bounds = [stage[4](*sizes, *flat) for stage in stages]
         empty = module.EMPTY
         base = (*sizes, *flat, *temps, y)
         need_y = method in ("forward", "value_and_vjp")
@@ -356,11 +356,11 @@ class LoopKernel:
             d_temps = [np.zeros_like(t) for t in temps]
             dy = np.zeros_like(y)
             tangent = (*d_args, *d_temps, dy)
-        for stage, (length, count) in zip(stages, chunks):
+        for stage, cuts in zip(stages, bounds):
             if stage[6] >= 0 or need_y:
-                stage[0](*base, length, count)
+                stage[0](*base, cuts)
             if forward_tangent:
-                stage[1](*base, *tangent, length, count)
+                stage[1](*base, *tangent, cuts)
         if method == "forward":
             return y
         if method == "jvp":
@@ -376,10 +376,10 @@ class LoopKernel:
                 h_args[k] = np.zeros(flat[k].size, dtype)
             h_temps = [np.zeros_like(t) for t in temps]
             second = (*tangent, *adjoint, *h_args, *h_temps, np.zeros_like(y))
-        for stage, (length, count) in reversed(list(zip(stages, chunks))):
-            stage[2](*base, *adjoint, length, count)
+        for stage, cuts in reversed(list(zip(stages, bounds))):
+            stage[2](*base, *adjoint, cuts)
             if method == "vjp_jvp":
-                stage[3](*base, *second, length, count)
+                stage[3](*base, *second, cuts)
         if method == "vjp_jvp":
             return dy, [h_args[k] for k in self.wrt]
         return y, [b_args[k] for k in self.wrt]
