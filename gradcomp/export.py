@@ -3,10 +3,10 @@
 The generated source already is a module of Numba drivers plus ``META``; the
 export puts the sources of ``gradcomp.ir`` (which builds the cores) and
 ``gradcomp.record`` (the type of ``META``) in place of their imports, and
-appends the runtime's argument handling (``gradcomp.runtime``, with the dask
-bridge it imports), each copied from its source so that there is one
-implementation, without what needs the rest of gradcomp, and a ``kernel``
-object offering the same calls.
+appends the runtime's argument handling (``gradcomp.runtime`` with the dask
+bridge it imports, or ``gradcomp.loops`` for an indexed kernel), each copied
+from its source so that there is one implementation, without what needs the
+rest of gradcomp, and a ``kernel`` object offering the same calls.
 """
 
 from __future__ import annotations
@@ -16,32 +16,40 @@ import hashlib
 import inspect
 from pathlib import Path
 
-from . import arguments, drivers, ir, pace, record, runtime, vecmath
+from . import arguments, drivers, ir, loops, pace, record, runtime, vecmath
 from .bridges import dask as dask_bridge
+from .loops import LoopKernel
 from .runtime import Kernel
 
 CALLS = ("vjp", "value_and_vjp", "jvp", "jacobian", "grad", "value_and_grad", "hessian")
 """Module-level functions of the export besides ``kernel`` itself (``kernel(*xs)`` is the forward value)."""
 
-_INLINED = {"from gradcomp.ir import block, core, lanes\n": ir,
-            "from gradcomp.record import KernelRecord, MethodRecord\n": record}
-"""The generated module's imports of gradcomp -> the modules whose source the export puts in their place."""
+_INLINED = {Kernel: {"from gradcomp.ir import block, core, lanes\n": ir,
+                     "from gradcomp.record import KernelRecord, MethodRecord\n": record},
+            LoopKernel: {"from gradcomp.ir import block, lanes\n": ir,
+                         "from gradcomp.record import LoopRecord\n": record}}
+"""Per kernel class: the generated module's imports of gradcomp -> the modules whose source the export puts in
+their place."""
+_RUNTIME = {Kernel: runtime, LoopKernel: loops}
+"""Per kernel class: the module of its runtime, copied into the export."""
 _EMBEDDED = {"vecmath": vecmath, "bridges.dask": dask_bridge, "drivers": drivers, "pace": pace, "record": record,
              "arguments": arguments}
 """Modules of gradcomp that a copied module imports (``from . import vecmath``, ``from .drivers import
 Method``): the export builds each from its source, its own imports of gradcomp embedded likewise."""
 
 
-def export_source(kernel: Kernel) -> str:
+def export_source(kernel: Kernel | LoopKernel) -> str:
     """The text of a standalone module offering ``kernel``'s calls, every method derived (it has no SymPy)."""
-    kernel._derive(kernel.available_methods)
+    kind = type(kernel)
+    if kind is Kernel:
+        kernel._derive(kernel.available_methods)  # an indexed kernel's module holds every method already
     taken = _defined_names(kernel.source) & {"kernel", *CALLS}
     if taken:
         raise ValueError(f"the generated source of {kernel!r} already defines {sorted(taken)}; "
                          f"it cannot be exported with those names.")
     aliases = "\n".join(f"{call} = kernel.{call}" for call in CALLS)
     source = kernel.source.rstrip()
-    for line, module in _INLINED.items():
+    for line, module in _INLINED[kind].items():
         if line not in source:
             raise ValueError(f"the generated source of {kernel!r} does not import {module.__name__} as this "
                              f"gradcomp generates it; recompile the kernel with this version of gradcomp.")
@@ -50,9 +58,9 @@ def export_source(kernel: Kernel) -> str:
         source,
         "",
         "",
-        "# ---- runtime: argument checks, broadcasting, dispatch (copied from gradcomp.runtime) ----",
+        f"# ---- runtime: argument checks, broadcasting, dispatch (copied from {_RUNTIME[kind].__name__}) ----",
         "",
-        _module_source(runtime),
+        _module_source(_RUNTIME[kind]),
         "",
         "",
         "def import_module(source, path, key):",
@@ -67,14 +75,14 @@ def export_source(kernel: Kernel) -> str:
         "        return handle.read()",
         "",
         "",
-        "kernel = Kernel(META, _own_source(), None)",
+        f"kernel = {kind.__name__}(META, _own_source(), None)",
         '"""The kernel: kernel(*xs) is its value; kernel.vjp, kernel.jvp, ... as in gradcomp."""',
         aliases,
         "",
     ])
 
 
-def write_export(kernel: Kernel, path: str | Path) -> Path:
+def write_export(kernel: Kernel | LoopKernel, path: str | Path) -> Path:
     """Write ``kernel`` as a standalone module at ``path``."""
     path = Path(path)
     if path.suffix != ".py" or not path.stem.isidentifier():
@@ -111,7 +119,7 @@ class _WithoutGradcomp(ast.NodeTransformer):
             module_name = "_" + node.module.replace(".", "_")
             names = "\n".join(f"{alias.asname or alias.name} = {module_name}.{alias.name}" for alias in node.names)
             return _embedded(node.module, module_name) + ast.parse(names).body
-        if f"gradcomp.{node.module}" in {module.__name__ for module in _INLINED.values()}:
+        if f"gradcomp.{node.module}" in {module.__name__ for lines in _INLINED.values() for module in lines.values()}:
             return None  # the export holds that module's source itself
         message = f"this needs gradcomp (gradcomp.{node.module}), which an exported kernel module does without"
         return ast.copy_location(ast.parse(f"raise ImportError({message!r})").body[0], node)

@@ -78,7 +78,8 @@ def generate(model: LoopModel, key: str) -> Module:
         name=model.name, key=key, dtype=dtype,
         arguments=tuple((a.name, tuple(model.user(e) for e in a.shape), a.integer) for a in model.arguments),
         sizes=tuple(model.user(s) for s in model.sizes), size_sources=model.size_sources, wrt=model.wrt,
-        output=model.output, out_ndim=len(model.out_shape), pieces=tuple(p.text for p in model.pieces),
+        output=model.output, out_shape=tuple(model.user(e) for e in model.out_shape),
+        pieces=tuple(p.text for p in model.pieces),
         stages=tuple(stage_info), gradcomp=__version__)
     source = "\n".join([_header(model, meta), *sections, _tables(model)])
     return Module(source, meta)

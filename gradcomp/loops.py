@@ -38,6 +38,8 @@ class LoopKernel:
         self.arg_shapes: tuple[tuple[str, ...], ...] = tuple(a[1] for a in meta.arguments)
         """Core shapes as written: sizes by name (``("n", "3")``)."""
         self.wrt: tuple[int, ...] = tuple(meta.wrt)
+        self.out_shape: tuple[str, ...] = tuple(meta.out_shape)
+        """The output's shape as written (sizes by name); () for a scalar."""
         self.sizes: tuple[str, ...] = tuple(meta.sizes)
         """The sizes the arguments' shapes give, by name."""
         self._integer = tuple(a[2] for a in meta.arguments)
@@ -128,6 +130,21 @@ class LoopKernel:
     def jacobian_sparsity(self, *xs):
         raise NotImplementedError("jacobian_sparsity() of an indexed kernel is not implemented yet.")
 
+    def core_shapes(self, *shapes) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
+        """The core shapes of the arguments and of the output, in numbers, for arguments of these (batched)
+        shapes: the sizes read off their last axes.  What the JAX bridge tells JAX."""
+        if len(shapes) != len(self.arg_shapes):
+            raise TypeError(f"core_shapes takes {len(self.arg_shapes)} shapes, one per argument, got {len(shapes)}.")
+        sizes = []
+        for k, axis in self._meta.size_sources:
+            shape, core = tuple(shapes[k]), len(self.arg_shapes[k])
+            if len(shape) < core:
+                raise ValueError(f"argument {self.arg_names[k]!r} has shape {shape}, fewer dimensions than its "
+                                 f"core shape ({', '.join(self.arg_shapes[k])}).")
+            sizes.append(shape[len(shape) - core + axis])
+        arguments, out = self._import().extents(*sizes)
+        return tuple(tuple(int(e) for e in a) for a in arguments), tuple(int(e) for e in out)
+
     @property
     def methods(self) -> dict:
         """Per stage: its term and the operations per term of the body's value, VJP, JVP and second order."""
@@ -157,15 +174,13 @@ class LoopKernel:
     # -- internals ---------------------------------------------------------
     def _import(self):
         if self._module is None:
-            self._module = import_module(self.source, self.path, self.key)
-            from . import numba_cache
-            numba_cache.guard(self._module)
+            self._module = import_module(self.source, self.path, self.key)  # guarded by the cache that gave path
         return self._module
 
     def _scalar(self, name):
-        if self._meta.out_ndim:
+        if self.out_shape:
             raise ValueError(f"{name}() needs a scalar output; {self._meta.output} is indexed "
-                             f"({self._meta.out_ndim} dimension(s)). Use vjp(*xs, v) with a cotangent v.")
+                             f"(shape ({', '.join(self.out_shape)})). Use vjp(*xs, v) with a cotangent v.")
 
     def _per_wrt(self, results):
         return results[0] if len(results) == 1 else tuple(results)

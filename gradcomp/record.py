@@ -63,7 +63,8 @@ class LoopRecord(NamedTuple):
     """Per size: the (argument, axis) whose extent gives its value."""
     wrt: tuple[int, ...]
     output: str
-    out_ndim: int
+    out_shape: tuple[str, ...]
+    """The output's shape as written (sizes by name); () for a scalar."""
     pieces: tuple[str, ...]
     """The indexed output's equations, in order (for coverage errors)."""
     stages: tuple[tuple[str, dict[str, int]], ...]

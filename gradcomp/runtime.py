@@ -185,6 +185,13 @@ class Kernel:
                 method.parallel_ready = True
             self._point(method, [np.ones(core, self.dtype) for _, core, _ in method.inputs])
 
+    def core_shapes(self, *shapes) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
+        """The core shapes of the arguments and of the output for arguments of these (batched) shapes:
+        fixed here, sized by the arguments in an indexed kernel.  What the JAX bridge tells JAX."""
+        if len(shapes) != len(self.arg_shapes):
+            raise TypeError(f"core_shapes takes {len(self.arg_shapes)} shapes, one per argument, got {len(shapes)}.")
+        return self.arg_shapes, self.out_shape
+
     @property
     def available_methods(self) -> tuple[str, ...]:
         """Every method this kernel offers: those derived so far and those derived when first called."""

@@ -71,7 +71,8 @@ def to_jax(kernel) -> Callable[..., jax.Array]:
                 f"({', '.join(kernel.arg_names)}), got {len(args)}.")
         arrays = [jnp.asarray(a) for a in args]
         dtype = _result_dtype(kernel, arrays)
-        for name, core, array in zip(kernel.arg_names, kernel.arg_shapes, arrays):
+        cores, _ = kernel.core_shapes(*[a.shape for a in arrays])
+        for name, core, array in zip(kernel.arg_names, cores, arrays):
             if array.ndim < len(core) or array.shape[array.ndim - len(core):] != core:
                 raise ValueError(
                     f"argument {name!r} has shape {array.shape}, which does not end in its core shape {core}; "
@@ -90,8 +91,9 @@ def to_jax(kernel) -> Callable[..., jax.Array]:
 
 
 def _forward(kernel, args):
-    batch = np.broadcast_shapes(*[a.shape[:a.ndim - len(core)] for a, core in zip(args, kernel.arg_shapes)])
-    result = jax.ShapeDtypeStruct(batch + kernel.out_shape, args[0].dtype)
+    cores, out_shape = kernel.core_shapes(*[a.shape for a in args])
+    batch = np.broadcast_shapes(*[a.shape[:a.ndim - len(core)] for a, core in zip(args, cores)])
+    result = jax.ShapeDtypeStruct(batch + out_shape, args[0].dtype)
 
     def host_forward(*arrays):
         value = kernel(*[np.asarray(a, kernel.dtype) for a in arrays])
