@@ -13,8 +13,8 @@ Numba drivers that walk the stage's terms:
   sizes, one ``prange`` iteration each, so a sum's partial results and their order are the same
   for any thread count;
 - adjoints (``R``, ``H``) of a source are scattered by its plan (``_plan``): "direct" where no two
-  chunks touch one element (the slot's outermost coordinate is the outer loop index,
-  ``Slot.axis``/``shift`` 0), "banded" where they do only near chunk edges (shifts ``i + c``, or
+  chunks touch one element (every slot of the source holds the outer loop index on one axis with
+  one shift, ``Slot.axis``/``shift``), "banded" where they do only near chunk edges (shifts ``i + c``, or
   ``Mod(i + c, E)`` on a periodic axis, ``Slot.wrap``): groups of chunks run in two alternating
   phases, so neighbours never run together; "copies" otherwise: each group adds into a private copy
   (their number depends on the sizes only), then the copies are summed in order, in parallel over
@@ -232,15 +232,15 @@ def _bounds(model, stage, p) -> list[str]:
     cut equal rows in closed form; nests whose inner ranges depend on the outer index (pair
     triangles) cut by a scan of the terms per row, so that every chunk does about the same work."""
     params = [*model.sizes, *[f"A{k}" for k in range(len(model.arguments))]]
+    least = _spread(model, stage)
     lines = ['@njit(cache=CACHE, nogil=True, error_model="numpy")', f"def {p}_bounds({', '.join(params)}):",
-             f'    """Chunk boundaries: about {TERMS_PER_CHUNK} terms, at least '
-             f'{_spread(model, stage)} row(s) each."""']
+             f'    """Chunk boundaries: about {TERMS_PER_CHUNK} terms, at least {least} row(s) each."""']
     if not stage.loops:
         return lines + ["    return np.arange(2)", "", ""]
     first = stage.loops[0]
     count = f"{p}_count({', '.join(params)}"
     lines += [f"    lo, hi = {first.lo}, {first.hi}", "    if hi < lo:", "        return np.full(1, lo)",
-              f"    least = {_spread(model, stage)}"]
+              f"    least = {least}"]
     triangular = any(re.search(rf"\b{first.index}\b", lp.lo + lp.hi) for lp in stage.loops[1:])
     if not triangular:
         return lines + [f"    per = {count}, lo, lo + 1)",
@@ -370,11 +370,11 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
         return [*lines, "", ""]
 
     # R/H: a unit is one chunk, or (with private copies) a group of chunks, run serially
-    unit_params = [*params, "BND", "u", "first", "last", *[f"C{j}" for j in range(len(copied))]]
+    copies = [f"C{j}" for j in range(len(copied))]
+    unit_params = [*params, "BND", "u", "first", "last", *copies]
     unit = ['@njit(cache=CACHE, nogil=True, error_model="numpy")', f"def {p}_{mode}_unit({', '.join(unit_params)}):",
             f'    """Stage {p}: the {kind} of chunks first .. last - 1 (unit u)."""', *_indent(buffers, 1),
             "    for ch in range(first, last):", *_indent(terms, 2), "", ""]
-    copies = [f"C{j}" for j in range(len(copied))]
     call = f"{p}_{mode}_unit({', '.join([*params, 'BND', 'u', *_unit_range(bool(copied)), *copies])})"
     lines = list(head)
     if copied:

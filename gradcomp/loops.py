@@ -135,14 +135,11 @@ class LoopKernel:
         shapes: the sizes read off their last axes.  What the JAX bridge tells JAX."""
         if len(shapes) != len(self.arg_shapes):
             raise TypeError(f"core_shapes takes {len(self.arg_shapes)} shapes, one per argument, got {len(shapes)}.")
-        sizes = []
-        for k, axis in self._meta.size_sources:
-            shape, core = tuple(shapes[k]), len(self.arg_shapes[k])
-            if len(shape) < core:
-                raise ValueError(f"argument {self.arg_names[k]!r} has shape {shape}, fewer dimensions than its "
-                                 f"core shape ({', '.join(self.arg_shapes[k])}).")
-            sizes.append(shape[len(shape) - core + axis])
-        arguments, out = self._import().extents(*sizes)
+        for k, shape in enumerate(shapes):
+            if len(shape) < len(self.arg_shapes[k]):
+                raise ValueError(f"argument {self.arg_names[k]!r} has shape {tuple(shape)}, fewer dimensions than "
+                                 f"its core shape ({', '.join(self.arg_shapes[k])}).")
+        arguments, out = self._import().extents(*self._read_sizes(shapes))
         return tuple(tuple(int(e) for e in a) for a in arguments), tuple(int(e) for e in out)
 
     @property
@@ -232,10 +229,7 @@ class LoopKernel:
     def _sizes(self, arrays) -> tuple:
         """The sizes of one point's arrays, every shape and index checked (coverage once per sizes)."""
         module = self._import()
-        values = {}
-        for number, (k, axis) in enumerate(self._meta.size_sources):
-            values[number] = arrays[k].shape[axis]
-        sizes = tuple(values[n] for n in range(len(self.sizes)))
+        sizes = self._read_sizes([a.shape for a in arrays])
         shapes, _ = module.extents(*sizes)
         for k, (array, expected) in enumerate(zip(arrays, shapes)):
             if array.shape != tuple(expected):
@@ -245,6 +239,11 @@ class LoopKernel:
             self._checked[sizes] = True
         self._bounds(module, sizes, arrays)
         return sizes
+
+    def _read_sizes(self, shapes) -> tuple:
+        """The sizes' values off the arguments' (batched) shapes: each from its core axis."""
+        return tuple(shapes[k][len(shapes[k]) - len(self.arg_shapes[k]) + axis]
+                     for k, axis in self._meta.size_sources)
 
     def _shape_error(self, k, actual, expected, sizes):
         names = dict(zip(self.sizes, sizes))
