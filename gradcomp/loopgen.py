@@ -236,17 +236,19 @@ def _bounds(model, stage, p) -> list[str]:
     lines = ['@njit(cache=CACHE, nogil=True, error_model="numpy")', f"def {p}_bounds({', '.join(params)}):",
              f'    """Chunk boundaries: about {TERMS_PER_CHUNK} terms, at least {least} row(s) each."""']
     if not stage.loops:
-        return lines + ["    return np.arange(2)", "", ""]
+        return lines + ["    BND = np.empty(2, np.int64)", "    BND[0] = 0", "    BND[1] = 1", "    return BND", "", ""]
     first = stage.loops[0]
     count = f"{p}_count({', '.join(params)}"
-    lines += [f"    lo, hi = {first.lo}, {first.hi}", "    if hi < lo:", "        return np.full(1, lo)",
+    lines += [f"    lo, hi = {first.lo}, {first.hi}", "    if hi < lo:", "        BND = np.empty(1, np.int64)",
+              "        BND[0] = lo", "        return BND",
               f"    least = {least}"]
     triangular = any(re.search(rf"\b{first.index}\b", lp.lo + lp.hi) for lp in stage.loops[1:])
     if not triangular:
         return lines + [f"    per = {count}, lo, lo + 1)",
                         f"    length = max(least, {TERMS_PER_CHUNK} // max(1, per))",
                         "    chunks = max(1, (hi - lo + 1) // length)",
-                        "    BND = lo + length * np.arange(chunks + 1)", "    BND[chunks] = hi + 1",
+                        "    BND = np.empty(chunks + 1, np.int64)", "    for c in range(chunks):",
+                        "        BND[c] = lo + length * c", "    BND[chunks] = hi + 1",
                         "    return BND", "", ""]
     return lines + ["    BND = np.empty(hi - lo + 2, np.int64)", "    BND[0] = lo", "    chunks = 0",
                     "    terms = 0", "    for r in range(lo, hi + 1):", f"        terms += {count}, r, r + 1)",
@@ -367,7 +369,7 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
             lines.append("        PART[ch] = acc")
             lines += ["    total = 0.0", "    for ch in range(NC):", "        total += PART[ch]",
                       f"    {target}[{stage.position}] += total"]
-        return [*lines, "", ""]
+        return _with_serial_twin(lines, p, mode)
 
     # R/H: a unit is one chunk, or (with private copies) a group of chunks, run serially
     copies = [f"C{j}" for j in range(len(copied))]
@@ -397,7 +399,17 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
                   f"        e0, e1 = block * {REDUCE_BLOCK}, min({into}.size, (block + 1) * {REDUCE_BLOCK})",
                   "        for g in range(units):", "            for e in range(e0, e1):",
                   f"                {into}[e] += C{j}[g, e]"]
-    return [*unit, *lines, "", ""]
+    return [*unit, *_with_serial_twin(lines, p, mode)]
+
+
+def _with_serial_twin(lines: list[str], p: str, mode: str) -> list[str]:
+    """The parallel driver, then ``<p>_<mode>_serial``: the same text compiled without ``parallel``
+    (``prange`` runs as ``range``), so the same chunks in the same order and results bit for bit
+    the same.  A first call runs it while the parallel one compiles in the background (a prange
+    driver costs Numba 0.5-2 s), and a call of one chunk always does."""
+    serial = ['@njit(cache=CACHE, nogil=True, error_model="numpy")',
+              lines[1].replace(f"def {p}_{mode}(", f"def {p}_{mode}_serial(", 1), *lines[2:]]
+    return [*lines, "", "", *serial, "", ""]
 
 
 def _unit_range(grouped: bool) -> tuple[str, str]:
@@ -421,8 +433,8 @@ def _tables(model: LoopModel) -> str:
     boxes = ", ".join("(" + "".join(f"({lo}, {hi}), " for lo, hi in piece.box) + ")" for piece in model.pieces)
     temps = ", ".join(" * ".join(t.extents) if t.extents else "1" for t in model.temps)
     stages = ", ".join(
-        f"(s{n}_F, s{n}_J, s{n}_R, s{n}_H, s{n}_bounds, s{n}_check, "
-        f"{-1 if s.target == 'Y' else int(s.target[1:])}, {s.kind == 'reduce'})" for n, s in enumerate(model.stages))
+        f"((s{n}_F, s{n}_J, s{n}_R, s{n}_H), (s{n}_F_serial, s{n}_J_serial, s{n}_R_serial, s{n}_H_serial), "
+        f"s{n}_bounds, s{n}_check, {-1 if s.target == 'Y' else int(s.target[1:])})" for n, s in enumerate(model.stages))
     checks = ", ".join("(" + "".join(f"({c.array!r}, {c.axis}, {model.user(c.index)!r}, {model.user(c.extent)!r}), "
                                      for c in s.checks) + ")" for s in model.stages)
     return "\n".join([
@@ -433,8 +445,8 @@ def _tables(model: LoopModel) -> str:
         f"    return [{boxes}]", "", "",
         f"def temps({sizes}):", '    """The lengths of the temporaries (inner sums kept per outer index)."""',
         f"    return [{temps}]", "", "",
-        "# per stage: value, tangent, adjoint and adjoint-tangent drivers, chunk boundaries, bounds check,",
-        "# target (-1: the output, else a temporary), whether it adds into it",
+        "# per stage: value, tangent, adjoint and adjoint-tangent drivers (parallel, then serial), chunk",
+        "# boundaries, bounds check, target (-1: the output, else a temporary)",
         f"STAGES = [{stages}]", "",
         "# per stage: (argument, axis, index, extent) of each bounds check, for errors",
         f"CHECKS = [{checks}]", ""])

@@ -10,13 +10,33 @@ from __future__ import annotations
 
 import types
 from math import prod
+from typing import NamedTuple
 
 import numpy as np
 
+from . import drivers
 from .arguments import as_array
 from .drivers import import_module
 
-_MODES = {"F": 0, "J": 1, "R": 2, "H": 3}
+
+class _Driver:
+    """A stage's driver for one mode (F, J, R, H): its parallel and serial twins, and whether the parallel
+    one is compiled (``drivers.compile_in_background`` reads ``name``, ``parallel``, ``parallel_started``)."""
+
+    __slots__ = ("name", "parallel", "serial", "parallel_started", "parallel_ready")
+
+    def __init__(self, name, parallel, serial):
+        self.name, self.parallel, self.serial = name, parallel, serial
+        self.parallel_started = self.parallel_ready = False
+
+
+class _Stage(NamedTuple):
+    drivers: tuple[_Driver, ...]
+    """F, J, R, H."""
+    bounds: object
+    check: object
+    target: int
+    """-1: the output; else the temporary it writes."""
 
 
 class LoopKernel:
@@ -44,6 +64,7 @@ class LoopKernel:
         """The sizes the arguments' shapes give, by name."""
         self._integer = tuple(a[2] for a in meta.arguments)
         self._checked: dict = {}  # sizes -> coverage and affine bounds already checked
+        self._stage_list: list[_Stage] | None = None
 
     # -- public methods ----------------------------------------------------
     def __call__(self, *xs, out=None):
@@ -174,6 +195,38 @@ class LoopKernel:
             self._module = import_module(self.source, self.path, self.key)  # guarded by the cache that gave path
         return self._module
 
+    def _stages(self) -> list[_Stage]:
+        if self._stage_list is None:
+            self._stage_list = [
+                _Stage(tuple(_Driver(f"s{n}_{mode}", *twins) for mode, *twins in zip("FJRH", par, ser)),
+                       bounds, check, target)
+                for n, (par, ser, bounds, check, target) in enumerate(self._import().STAGES)]
+        return self._stage_list
+
+    def _launch(self, driver: _Driver, args) -> None:
+        """Run a stage's driver: the parallel twin for more than one chunk once it is compiled (its first
+        call runs the serial twin and compiles the parallel one in the background), else the serial one.
+        Both give the same bits."""
+        if args[-1].size > 2 and not drivers.parallel_off:
+            if not driver.parallel_ready:
+                if driver.parallel.signatures:  # compiled in the background meanwhile (or loaded)
+                    driver.parallel_ready = True
+                else:
+                    driver.serial(*args)
+                    drivers.compile_in_background(self.name or self.key[:12], driver, args, self.path is not None)
+                    return
+            if not drivers.parallel_exclusive:
+                driver.parallel(*args)
+                return
+            slot = drivers.parallel_slot
+            if slot.acquire(blocking=False):  # a threading layer that runs one parallel region at a time
+                try:
+                    driver.parallel(*args)
+                finally:
+                    slot.release()
+                return
+        driver.serial(*args)
+
     def _scalar(self, name):
         if self.out_shape:
             raise ValueError(f"{name}() needs a scalar output; {self._meta.output} is indexed "
@@ -279,8 +332,8 @@ class LoopKernel:
 
     def _bounds(self, module, sizes, arrays):
         flat = [a.reshape(-1) for a in arrays]
-        for number, stage in enumerate(module.STAGES):
-            failed, value = stage[5](*sizes, *flat)
+        for number, stage in enumerate(self._stages()):
+            failed, value = stage.check(*sizes, *flat)
             if failed >= 0:
                 array, axis, index, extent = module.CHECKS[number][failed]
                 raise IndexError(
@@ -357,8 +410,8 @@ class LoopKernel:
         _, out_shape = module.extents(*sizes)
         temps = [np.zeros(n, dtype) for n in module.temps(*sizes)]
         y = np.zeros(prod(out_shape), dtype)
-        stages = module.STAGES
-        bounds = [stage[4](*sizes, *flat) for stage in stages]
+        stages = self._stages()
+        bounds = [stage.bounds(*sizes, *flat) for stage in stages]
         empty = module.EMPTY
         base = (*sizes, *flat, *temps, y)
         need_y = method in ("forward", "value_and_vjp")
@@ -371,10 +424,10 @@ class LoopKernel:
             dy = np.zeros_like(y)
             tangent = (*d_args, *d_temps, dy)
         for stage, cuts in zip(stages, bounds):
-            if stage[6] >= 0 or need_y:
-                stage[0](*base, cuts)
+            if stage.target >= 0 or need_y:
+                self._launch(stage.drivers[0], (*base, cuts))
             if forward_tangent:
-                stage[1](*base, *tangent, cuts)
+                self._launch(stage.drivers[1], (*base, *tangent, cuts))
         if method == "forward":
             return y
         if method == "jvp":
@@ -391,9 +444,9 @@ class LoopKernel:
             h_temps = [np.zeros_like(t) for t in temps]
             second = (*tangent, *adjoint, *h_args, *h_temps, np.zeros_like(y))
         for stage, cuts in reversed(list(zip(stages, bounds))):
-            stage[2](*base, *adjoint, cuts)
+            self._launch(stage.drivers[2], (*base, *adjoint, cuts))
             if method == "vjp_jvp":
-                stage[3](*base, *second, cuts)
+                self._launch(stage.drivers[3], (*base, *second, cuts))
         if method == "vjp_jvp":
             return dy, [h_args[k] for k in self.wrt]
         return y, [b_args[k] for k in self.wrt]

@@ -11,6 +11,7 @@ import sympy as sp
 import torch
 
 import gradcomp as gc
+from gradcomp import drivers
 
 torch.set_default_dtype(torch.float64)
 
@@ -212,6 +213,21 @@ def test_results_do_not_depend_on_the_thread_count():
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert results[0][0] == results[1][0]
     assert np.array_equal(results[0][1], results[1][1])
+
+
+def test_first_call_serial_and_later_parallel_give_the_same_bits():
+    # the first call runs each stage's serial twin while the parallel driver compiles in the background
+    chain, grid = gc.compile(*chain_model(), cache=False), gc.compile(*lj_model(), cache=False)
+    for kernel, point in ((chain, rng.random(30_000)), (grid, lattice(300))):
+        first = (kernel(point), kernel.grad(point), kernel.hvp(point, np.ones_like(point)))
+        stages = kernel._stages()
+        for stage in stages:
+            for driver in stage.drivers:
+                drivers.finish_background(driver)
+        later = (kernel(point), kernel.grad(point), kernel.hvp(point, np.ones_like(point)))
+        assert all(driver.parallel_ready for driver in (stages[0].drivers[0], stages[0].drivers[2]))
+        for a, b in zip(first, later):
+            assert np.array_equal(a, b)
 
 
 def test_out_of_bounds_index_is_a_compile_error_when_provable():
