@@ -35,7 +35,7 @@ import sympy as sp
 
 from .codegen import VECTOR_ROW_MAX, Printer, count_operations, instructions, listing
 from .derive import derive
-from .indexed import LoopModel, Stage
+from .indexed import LoopModel, Slot, Stage
 from .record import LoopRecord
 from .spec import make_signature
 from .version import __version__
@@ -156,6 +156,7 @@ def _stage_source(model: LoopModel, number: int, stage: Stage, printer) -> tuple
     lines += _count(model, stage, p) + _check(model, stage, p) + _bounds(model, stage, p)
     for mode in "FJRH":
         lines += _driver(model, stage, p, mode, names[mode])
+    lines += _sparse_drivers(model, stage, p, names["F"])
     return "\n".join(lines), ops
 
 
@@ -412,6 +413,72 @@ def _with_serial_twin(lines: list[str], p: str, mode: str) -> list[str]:
     return [*lines, "", "", *serial, "", ""]
 
 
+def _sparse_slots(model, stage) -> list[tuple[int, Slot]]:
+    """The slots whose partial derivatives are Jacobian entries: those of wrt arguments and temporaries."""
+    return [(k, slot) for k, slot in enumerate(stage.slots) if _has_tangent(model, slot.source)]
+
+
+def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str]) -> list[str]:
+    """Sparse Jacobians and Hessians, one entry per term and sparse slot (per pair of them for ``SH``):
+
+    - ``offsets``: the terms before each chunk, so that chunks know where their entries start;
+    - ``P`` (pattern): per term its row (the target element) into ``ROW``, per entry its column (the
+      slot's flat position in its source) into ``COL``;
+    - ``S`` (values): the body's VJP with a cotangent of 1 gives every slot's partial derivative;
+      entry ``e`` is added into ``DATA[POS[e]]`` (its CSR position: a chunk owns its positions when
+      no two entries share one, else ``POS`` is the identity and the runtime sums duplicates in order);
+    - ``SH``: the body's Hessian, column by column (forward over reverse along each sparse slot).
+    """
+    sparse = _sparse_slots(model, stage)
+    KS = len(sparse)
+    sizes_args = [*model.sizes, *[f"A{k}" for k in range(len(model.arguments))]]
+    count = f"{p}_count({', '.join(sizes_args)}, BND[ch], BND[ch + 1])"
+    lines = ['@njit(cache=CACHE, nogil=True, error_model="numpy")',
+             f"def {p}_offsets({', '.join([*sizes_args, 'BND'])}):",
+             '    """Terms before each chunk (and all of them, last)."""', "    NC = BND.size - 1",
+             "    OFF = np.empty(NC + 1, np.int64)", "    OFF[0] = 0", "    for ch in range(NC):",
+             f"        OFF[ch + 1] = OFF[ch] + {count}", "    return OFF", "", ""]
+    chunk = ["c_lo = BND[ch]", "c_hi = BND[ch + 1]"] if stage.loops else []
+    depth = len(stage.loops)
+    head = ["    NC = BND.size - 1", "    for ch in prange(NC):"]
+    # pattern
+    per_term = [f"ROW[t] = {stage.position}", *[f"COL[t * {KS} + {j}] = {slot.flat}" for j, (_, slot) in
+                                                 enumerate(sparse)], "t += 1"]
+    body = ["t = OFF[ch]", *chunk, *_loop_header(stage, True), *_indent(per_term, depth)]
+    pattern = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")',
+               f"def {p}_P({', '.join([*sizes_args, 'BND', 'OFF', 'ROW', 'COL'])}):",
+               f'    """Stage {p}: each term\'s row and its {KS} entries\' columns."""', *head,
+               *_indent(body, 2)]
+    lines += _with_serial_twin(pattern, p, "P")
+    K = len(stage.slots)
+    gather = [f"S[c, {k}] = {_read(slot, '')}" for k, slot in enumerate(stage.slots)] + ["c += 1"]
+    for mode in ("S", "SH"):
+        per = KS if mode == "S" else KS * KS
+        buffers = [f"S = np.empty((L, {K}), DTYPE)", "V = np.ones((L, 1), DTYPE)", f"G = np.empty((L, {K}), DTYPE)"]
+        if mode == "S":
+            flush = [f"for b in range(0, c, {p}_W):", f"    {p}_vjp(b, c, (S, V), (1, 1), (G,))",
+                     "for t in range(c):", f"    e = (tb + t) * {per}",
+                     *[f"    DATA[POS[e + {j}]] += G[t, {k}]" for j, (k, _) in enumerate(sparse)]]
+        else:
+            buffers += [f"D = np.zeros((L, {K}), DTYPE)", "O = np.empty((L, 1), DTYPE)"]
+            flush = []
+            for column, (kc, _) in enumerate(sparse):
+                flush += ["for t in range(c):", f"    D[t, {kc}] = 1.0", f"for b in range(0, c, {p}_W):",
+                          f"    {p}_vjp_jvp(b, c, (S, V, D), (1, 1, 1), (O, G))", "for t in range(c):",
+                          f"    D[t, {kc}] = 0.0", f"    e = (tb + t) * {per} + {column}",
+                          *[f"    DATA[POS[e + {j * KS}]] += G[t, {k}]" for j, (k, _) in enumerate(sparse)]]
+        flush += ["tb += c", "c = 0"]
+        body = [*buffers, "c = 0", "tb = OFF[ch]", *chunk, *_loop_header(stage, True),
+                *_indent([*gather, "if c == L:", *_indent(flush, 1)], depth), *flush]
+        what = "partial derivatives" if mode == "S" else "second partial derivatives"
+        driver = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")',
+                  f"def {p}_{mode}({', '.join([*base, 'BND', 'OFF', 'POS', 'DATA'])}):",
+                  f'    """Stage {p}: each term\'s {what}, added into DATA at their positions POS."""', *head,
+                  *_indent(body, 2)]
+        lines += _with_serial_twin(driver, p, mode)
+    return lines
+
+
 def _unit_range(grouped: bool) -> tuple[str, str]:
     """The chunks of unit ``u``: a group of contiguous chunks (private copies) or chunk ``u`` itself."""
     return ("u * NC // units", "(u + 1) * NC // units") if grouped else ("u", "u + 1")
@@ -432,9 +499,11 @@ def _tables(model: LoopModel) -> str:
     out = "(" + "".join(f"{e}, " for e in model.out_shape) + ")"
     boxes = ", ".join("(" + "".join(f"({lo}, {hi}), " for lo, hi in piece.box) + ")" for piece in model.pieces)
     temps = ", ".join(" * ".join(t.extents) if t.extents else "1" for t in model.temps)
+    modes = ("F", "J", "R", "H", "P", "S", "SH")
     stages = ", ".join(
-        f"((s{n}_F, s{n}_J, s{n}_R, s{n}_H), (s{n}_F_serial, s{n}_J_serial, s{n}_R_serial, s{n}_H_serial), "
-        f"s{n}_bounds, s{n}_check, {-1 if s.target == 'Y' else int(s.target[1:])})" for n, s in enumerate(model.stages))
+        f"(({', '.join(f's{n}_{m}' for m in modes)}), ({', '.join(f's{n}_{m}_serial' for m in modes)}), "
+        f"s{n}_bounds, s{n}_check, {-1 if s.target == 'Y' else int(s.target[1:])}, s{n}_offsets, "
+        f"{tuple(slot.source for _, slot in _sparse_slots(model, s))!r})" for n, s in enumerate(model.stages))
     checks = ", ".join("(" + "".join(f"({c.array!r}, {c.axis}, {model.user(c.index)!r}, {model.user(c.extent)!r}), "
                                      for c in s.checks) + ")" for s in model.stages)
     return "\n".join([
@@ -445,8 +514,9 @@ def _tables(model: LoopModel) -> str:
         f"    return [{boxes}]", "", "",
         f"def temps({sizes}):", '    """The lengths of the temporaries (inner sums kept per outer index)."""',
         f"    return [{temps}]", "", "",
-        "# per stage: value, tangent, adjoint and adjoint-tangent drivers (parallel, then serial), chunk",
-        "# boundaries, bounds check, target (-1: the output, else a temporary)",
+        "# per stage: value, tangent, adjoint, adjoint-tangent, sparse pattern, sparse Jacobian and Hessian",
+        "# drivers (parallel, then serial), chunk boundaries, bounds check, target (-1: the output, else a",
+        "# temporary), terms before each chunk, the source of each sparse slot",
         f"STAGES = [{stages}]", "",
         "# per stage: (argument, axis, index, extent) of each bounds check, for errors",
         f"CHECKS = [{checks}]", ""])

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import drivers
+from . import drivers, loopsparse
 from .arguments import as_array
 from .drivers import import_module
 
@@ -30,13 +30,20 @@ class _Driver:
         self.parallel_started = self.parallel_ready = False
 
 
+_MODES = ("F", "J", "R", "H", "P", "S", "SH")
+"""A stage's drivers: value, tangent, adjoint, adjoint tangent, sparse pattern, sparse Jacobian, sparse Hessian."""
+
+
 class _Stage(NamedTuple):
     drivers: tuple[_Driver, ...]
-    """F, J, R, H."""
+    """In ``_MODES`` order."""
     bounds: object
     check: object
     target: int
     """-1: the output; else the temporary it writes."""
+    offsets: object
+    sparse: tuple[str, ...]
+    """The source of each sparse slot (``A<k>``, ``T<k>``): a term's Jacobian entries, in order."""
 
 
 class LoopKernel:
@@ -65,6 +72,7 @@ class LoopKernel:
         self._integer = tuple(a[2] for a in meta.arguments)
         self._checked: dict = {}  # sizes -> coverage and affine bounds already checked
         self._stage_list: list[_Stage] | None = None
+        self._patterns: dict = {}  # (hessian, sizes) -> (integer arguments, loopsparse.Pattern)
 
     # -- public methods ----------------------------------------------------
     def __call__(self, *xs, out=None):
@@ -110,11 +118,12 @@ class LoopKernel:
 
     def jacobian(self, *xs, out=None, sparse: bool = False):
         """The dense Jacobian: batch + out shape + arg shape per wrt argument, from one JVP per input
-        element or one VJP per output element, whichever are fewer."""
+        element or one VJP per output element, whichever are fewer.
+
+        ``sparse=True``: only the structural nonzeros at one point (no batch dimensions), a
+        ``scipy.sparse.csr_array`` (out size, arg size) per wrt argument, from one pass over the terms."""
         if sparse:
-            raise NotImplementedError(
-                "jacobian(sparse=True) of an indexed kernel is not implemented yet; use jacobian(*xs) (dense), "
-                "or jvp/vjp products, which cost one pass over the terms each.")
+            return self._sparse(xs, out, hessian=False)
         if out is not None:
             raise TypeError("jacobian() of an indexed kernel takes no out=.")
         arrays, batch = self._arrays(xs)
@@ -125,9 +134,44 @@ class LoopKernel:
                    for k in range(len(self.wrt))]
         return self._per_wrt(stacked)
 
-    def hessian(self, *xs, out=None):
-        """The dense Hessian of a scalar output with one wrt argument: one HVP per element."""
+    def jacobian_sparsity(self, *xs):
+        """The Jacobian's structural pattern at these arguments (sizes and index data come from them): a
+        boolean ``scipy.sparse.csr_array`` (out size, arg size) per wrt argument, in the CSR order of
+        ``jacobian(*xs, sparse=True)``.  Built from the slot maps in O(terms), kept for the next call."""
+        return self._sparse(xs, None, hessian=False, structure=True)
+
+    def hessian_sparsity(self, *xs):
+        """The Hessian's structural pattern at these arguments, like ``jacobian_sparsity``."""
+        self._scalar("hessian_sparsity")
+        return self._sparse(xs, None, hessian=True, structure=True)
+
+    def _sparse(self, xs, out, hessian: bool, structure: bool = False):
+        what = "hessian" if hessian else "jacobian"
+        if out is not None:
+            raise TypeError(f"{what}(sparse=True) of an indexed kernel takes no out=.")
+        why = loopsparse.unsupported(self, hessian)
+        if why is not None:
+            products = "hvp" if hessian else "jvp/vjp"
+            raise NotImplementedError(f"no sparse {what} for this indexed kernel: {why}. Use {what}(*xs) (dense) "
+                                      f"or the {products} products, one pass over the terms each.")
+        arrays, batch = self._arrays(xs)
+        if batch:
+            raise ValueError(f"sparse {what}s of an indexed kernel are for one point: the arguments have batch "
+                             f"shape {batch}; call once per point (the pattern is kept between calls).")
+        sizes = self._sizes(arrays)
+        found = loopsparse.pattern(self, arrays, sizes, hessian)
+        data = (np.ones(found.nnz, bool) if structure else loopsparse.values(self, arrays, sizes, found, hessian))
+        blocks = [self.wrt[0]] if hessian else self.wrt
+        return self._per_wrt(loopsparse.csr_blocks(found, data, [arrays[k].size for k in blocks]))
+
+    def hessian(self, *xs, out=None, sparse: bool = False):
+        """The dense Hessian of a scalar output with one wrt argument: one HVP per element.
+
+        ``sparse=True``: only the structural nonzeros at one point, a ``scipy.sparse.csr_array``
+        (arg size, arg size), from one pass over the terms (the body's Hessian per term)."""
         self._scalar("hessian")
+        if sparse:
+            return self._sparse(xs, out, hessian=True)
         if len(self.wrt) != 1:
             raise ValueError(f"hessian() needs one wrt argument; this kernel has {len(self.wrt)}.")
         if out is not None:
@@ -147,9 +191,6 @@ class LoopKernel:
                                            tangents=[t])[1])
             results.append(np.stack(columns, axis=-1).reshape(shape + shape))
         return np.stack(results).reshape(batch + results[0].shape) if batch else results[0]
-
-    def jacobian_sparsity(self, *xs):
-        raise NotImplementedError("jacobian_sparsity() of an indexed kernel is not implemented yet.")
 
     def core_shapes(self, *shapes) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
         """The core shapes of the arguments and of the output, in numbers, for arguments of these (batched)
@@ -198,16 +239,16 @@ class LoopKernel:
     def _stages(self) -> list[_Stage]:
         if self._stage_list is None:
             self._stage_list = [
-                _Stage(tuple(_Driver(f"s{n}_{mode}", *twins) for mode, *twins in zip("FJRH", par, ser)),
-                       bounds, check, target)
-                for n, (par, ser, bounds, check, target) in enumerate(self._import().STAGES)]
+                _Stage(tuple(_Driver(f"s{n}_{mode}", *twins) for mode, *twins in zip(_MODES, par, ser)),
+                       bounds, check, target, offsets, sparse)
+                for n, (par, ser, bounds, check, target, offsets, sparse) in enumerate(self._import().STAGES)]
         return self._stage_list
 
-    def _launch(self, driver: _Driver, args) -> None:
+    def _launch(self, driver: _Driver, args, chunks: int) -> None:
         """Run a stage's driver: the parallel twin for more than one chunk once it is compiled (its first
         call runs the serial twin and compiles the parallel one in the background), else the serial one.
         Both give the same bits."""
-        if args[-1].size > 2 and not drivers.parallel_off:
+        if chunks > 1 and not drivers.parallel_off:
             if not driver.parallel_ready:
                 if driver.parallel.signatures:  # compiled in the background meanwhile (or loaded)
                     driver.parallel_ready = True
@@ -425,9 +466,9 @@ class LoopKernel:
             tangent = (*d_args, *d_temps, dy)
         for stage, cuts in zip(stages, bounds):
             if stage.target >= 0 or need_y:
-                self._launch(stage.drivers[0], (*base, cuts))
+                self._launch(stage.drivers[0], (*base, cuts), cuts.size - 1)
             if forward_tangent:
-                self._launch(stage.drivers[1], (*base, *tangent, cuts))
+                self._launch(stage.drivers[1], (*base, *tangent, cuts), cuts.size - 1)
         if method == "forward":
             return y
         if method == "jvp":
@@ -444,9 +485,9 @@ class LoopKernel:
             h_temps = [np.zeros_like(t) for t in temps]
             second = (*tangent, *adjoint, *h_args, *h_temps, np.zeros_like(y))
         for stage, cuts in reversed(list(zip(stages, bounds))):
-            self._launch(stage.drivers[2], (*base, *adjoint, cuts))
+            self._launch(stage.drivers[2], (*base, *adjoint, cuts), cuts.size - 1)
             if method == "vjp_jvp":
-                self._launch(stage.drivers[3], (*base, *second, cuts))
+                self._launch(stage.drivers[3], (*base, *second, cuts), cuts.size - 1)
         if method == "vjp_jvp":
             return dy, [h_args[k] for k in self.wrt]
         return y, [b_args[k] for k in self.wrt]

@@ -335,3 +335,102 @@ def test_export_runs_without_sympy_or_gradcomp(tmp_path):
     grads, sympy_loaded, gradcomp_loaded = out.stdout.rsplit(" ", 2)
     assert np.array_equal(np.array(eval(grads)), k.grad(z))
     assert (sympy_loaded, gradcomp_loaded.strip()) == ("False", "False")
+
+
+# -- sparse Jacobians and Hessians --------------------------------------------------------------------------
+
+def stencil_with_boundaries():
+    y = sp.IndexedBase("y", shape=(n,))
+    r = sp.Idx("r", (1, n - 2))
+    return gc.compile([sp.Eq(y[0], x[0]), sp.Eq(y[r], x[r - 1] - 2 * x[r] + x[r + 1] + sp.sin(x[r]) * x[r + 1]),
+                       sp.Eq(y[n - 1], x[n - 1] ** 2)], [x], cache=False)
+
+
+def test_sparse_jacobian_of_a_stencil_with_boundaries_matches_the_dense_one():
+    k = stencil_with_boundaries()
+    z = rng.random(9)
+    J = k.jacobian(z, sparse=True)
+    assert J.nnz == 3 * 9 - 2 - 2  # the boundary rows read one element each
+    np.testing.assert_array_equal(J.toarray(), k.jacobian(z))
+    assert J.has_canonical_format
+
+
+def test_sparse_jacobian_of_a_periodic_grid_matches_torch():
+    N = sp.Symbol("N", integer=True, positive=True)
+    u = sp.IndexedBase("u", shape=(N, N))
+    r, c = sp.Idx("r", N), sp.Idx("c", N)
+    out = sp.IndexedBase("out", shape=(N, N))
+    lap = u[sp.Mod(r + 1, N), c] + u[sp.Mod(r - 1, N), c] + u[r, sp.Mod(c + 1, N)] - 4 * u[r, c]
+    k = gc.compile([sp.Eq(out[r, c], lap * u[r, c])], [u], cache=False)
+
+    def f(w):
+        return (torch.roll(w, -1, 0) + torch.roll(w, 1, 0) + torch.roll(w, -1, 1) - 4 * w) * w
+
+    w = rng.random((6, 6))
+    expected = torch.autograd.functional.jacobian(f, torch.tensor(w)).reshape(36, 36).numpy()
+    J = k.jacobian(w, sparse=True)
+    assert J.nnz == 4 * 36
+    np.testing.assert_allclose(J.toarray(), expected, rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(k.jacobian_sparsity(w).toarray(), J.toarray() != 0)
+
+
+def test_sparse_hessian_of_an_edge_energy_sums_repeated_edges():
+    e = sp.IndexedBase("e", shape=(m, 2), integer=True)
+    w = sp.IndexedBase("w", shape=(m,))
+    kernel = gc.compile(sp.Sum(w[k] * (1 - sp.cos(x[e[k, 0]] - x[e[k, 1]])), (k, 0, m - 1)), [x, w, e], wrt=[0],
+                        cache=False)
+    theta, weights = rng.random(12), rng.random(40)
+    edges = rng.integers(0, 12, (40, 2))
+    edges[3] = edges[2]
+    H = kernel.hessian(theta, weights, edges, sparse=True)
+    assert H.has_canonical_format  # repeated (row, column) entries summed into one
+    np.testing.assert_allclose(H.toarray(), kernel.hessian(theta, weights, edges), rtol=1e-12, atol=1e-14)
+    ht = torch.autograd.functional.hessian(
+        lambda q: (torch.tensor(weights) * (1 - torch.cos(q[edges[:, 0]] - q[edges[:, 1]]))).sum(),
+        torch.tensor(theta)).numpy()
+    np.testing.assert_allclose(H.toarray(), ht, rtol=1e-12, atol=1e-14)
+
+
+def test_sparse_jacobian_per_wrt_argument():
+    A = sp.IndexedBase("A", shape=(n, 3))
+    y = sp.IndexedBase("y", shape=(n,))
+    r = sp.Idx("r", n)
+    k = gc.compile([sp.Eq(y[r], sp.exp(x[r]) * A[r, 1] + A[r, 2] ** 2)], [x, A], cache=False)
+    z, a = rng.random(5), rng.random((5, 3))
+    Jx, Ja = k.jacobian(z, a, sparse=True)
+    dense_x, dense_a = k.jacobian(z, a)
+    np.testing.assert_array_equal(Jx.toarray(), dense_x)
+    np.testing.assert_array_equal(Ja.toarray(), dense_a.reshape(5, 15))
+    assert (Jx.nnz, Ja.nnz) == (5, 10)
+
+
+def test_pattern_of_a_million_states_without_unrolling():
+    k = stencil_with_boundaries()
+    z = rng.random(10**6)
+    pattern = k.jacobian_sparsity(z)
+    assert pattern.shape == (10**6, 10**6) and pattern.nnz == 3 * 10**6 - 4
+    rows, cols = pattern.nonzero()
+    assert np.abs(rows - cols).max() == 1
+
+
+def test_pattern_follows_changed_index_data():
+    e = sp.IndexedBase("e", shape=(m, 2), integer=True)
+    k = gc.compile(sp.Sum((x[e[i, 0]] - x[e[i, 1]]) ** 2, (i, 0, m - 1)), [x, e], cache=False)
+    z = rng.random(6)
+    edges = np.array([[0, 1], [1, 2]])
+    first = k.hessian_sparsity(z, edges)
+    edges[1] = [4, 5]  # changed in place: the kept pattern must not be reused
+    second = k.hessian(z, edges, sparse=True)
+    assert first.nnz == 7 and second.nnz == 8
+    np.testing.assert_allclose(second.toarray(), k.hessian(z, edges))
+
+
+def test_sparse_jacobian_through_a_temporary_is_a_clear_error():
+    kernel = gc.compile(sp.log(sp.Sum(sp.exp(x[i]), (i, 0, n - 1))), [x], cache=False)
+    with pytest.raises(NotImplementedError, match="temporaries"):
+        kernel.jacobian(rng.random(4), sparse=True)
+
+
+def test_sparse_jacobian_is_for_one_point():
+    with pytest.raises(ValueError, match="one point"):
+        stencil_with_boundaries().jacobian(rng.random((2, 5)), sparse=True)
