@@ -225,7 +225,7 @@ class _Analysis:
                 raise CompileError(f"index {expr} has a non-integer coefficient.")
             return "(" + " * ".join(self.text(a, loops) for a in expr.args) + ")"
         if isinstance(expr, sp.Mod):
-            return f"({self.text(expr.args[0], loops)} % {self.text(expr.args[1], loops)})"
+            return f"wrap({self.text(expr.args[0], loops)}, {self.text(expr.args[1], loops)})"
         if isinstance(expr, sp.Indexed):
             k = self.bases.get(expr.base)
             if k is None or not self.specs[k].integer:
@@ -249,7 +249,7 @@ class _Analysis:
         found = []
         for axis, (index, extent) in enumerate(zip(indexed.indices, self._shape_of(k))):
             index = _plain(sp.sympify(index))
-            gather = bool(index.atoms(sp.Indexed)) or index.has(sp.Mod)
+            gather = bool(index.atoms(sp.Indexed)) or (index.has(sp.Mod) and not _wraps_into(index, extent))
             for inner in index.atoms(sp.Indexed):
                 found += self.checks(inner, self.bases[inner.base], True)
             found.append(Check(self.specs[k].name, axis, self.text(index), self.text(extent),
@@ -394,9 +394,17 @@ def _band(indices, extents, loops) -> tuple[int, int, bool]:
             return -1, 0, False
         coordinate, wrap = argument, True
     shift = sp.simplify(coordinate - first)
+    if wrap and not shift.is_Integer:  # SymPy writes Mod(i - 1, n) as Mod(i + n - 1, n)
+        shift = sp.simplify(shift - modulus)
     if not shift.is_Integer:
         return -1, 0, False
     return axis, int(shift), wrap
+
+
+def _wraps_into(index, extent) -> bool:
+    """``index`` is ``Mod(affine, extent)``: inside 0 .. extent - 1 whenever extent > 0, so checking it at
+    the ends of the innermost loop suffices (an empty axis fails there)."""
+    return isinstance(index, sp.Mod) and sp.simplify(index.args[1] - extent) == 0
 
 
 def _plain(expr):

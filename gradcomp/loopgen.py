@@ -60,6 +60,20 @@ REDUCE_BLOCK = 4096
 
 BODY_METHODS = ("forward", "vjp", "jvp", "vjp_jvp")
 
+WRAP = '''@njit(cache=CACHE, nogil=True, error_model="numpy")
+def wrap(v, m):
+    """Python's v % m (sp.Mod), without a division when v is within one period of 0 .. m - 1 (periodic
+    neighbours i - 1, i + 1): an integer division costs more than the rest of a stencil term."""
+    if v >= m:
+        v -= m
+        if v >= m:
+            return v % m
+    elif v < 0:
+        v += m
+        if v < 0:
+            return v % m
+    return v'''
+
 
 class Module:
     def __init__(self, source: str, meta: LoopRecord):
@@ -116,7 +130,7 @@ def _header(model: LoopModel, meta: LoopRecord) -> str:
               'CACHE = "__file__" in globals()', "",
               f'LANES = lanes("{model.dtype}")', "", f"META = {meta!r}", "",
               f"L = {TERMS_PER_BLOCK}", f"DTYPE = np.{model.dtype}",
-              "EMPTY = np.zeros(0, DTYPE)", "", ""]
+              "EMPTY = np.zeros(0, DTYPE)", "", "", *WRAP.splitlines(), "", ""]
     return "\n".join(lines)
 
 

@@ -23,11 +23,11 @@ class _Driver:
     """A stage's driver for one mode (F, J, R, H): its parallel and serial twins, and whether the parallel
     one is compiled (``drivers.compile_in_background`` reads ``name``, ``parallel``, ``parallel_started``)."""
 
-    __slots__ = ("name", "parallel", "serial", "parallel_started", "parallel_ready")
+    __slots__ = ("name", "parallel", "serial", "parallel_started", "parallel_ready", "called")
 
     def __init__(self, name, parallel, serial):
         self.name, self.parallel, self.serial = name, parallel, serial
-        self.parallel_started = self.parallel_ready = False
+        self.parallel_started = self.parallel_ready = self.called = False
 
 
 _MODES = ("F", "J", "R", "H", "P", "S", "SH")
@@ -245,16 +245,18 @@ class LoopKernel:
         return self._stage_list
 
     def _launch(self, driver: _Driver, args, chunks: int) -> None:
-        """Run a stage's driver: the parallel twin for more than one chunk once it is compiled (its first
-        call runs the serial twin and compiles the parallel one in the background), else the serial one.
-        Both give the same bits."""
+        """Run a stage's driver: the parallel twin for more than one chunk once it is compiled (until then
+        the serial twin runs, and from the second call on the parallel one compiles in the background),
+        else the serial one.  Both give the same bits."""
         if chunks > 1 and not drivers.parallel_off:
             if not driver.parallel_ready:
                 if driver.parallel.signatures:  # compiled in the background meanwhile (or loaded)
                     driver.parallel_ready = True
                 else:
                     driver.serial(*args)
-                    drivers.compile_in_background(self.name or self.key[:12], driver, args, self.path is not None)
+                    if driver.called:  # a driver run once needs no parallel twin: cold calls compile one each
+                        drivers.compile_in_background(self.name or self.key[:12], driver, args, self.path is not None)
+                    driver.called = True
                     return
             if not drivers.parallel_exclusive:
                 driver.parallel(*args)
