@@ -96,6 +96,10 @@ def derivative(kernel: Kernel, kind: str = "grad", *, name: str | None = None, c
     grad kernel is the Hessian, its jvp the Hessian-vector product).  Cached and named like any kernel:
     ``name`` defaults to ``<kernel name>.<kind>``, ``cache`` to the kernel's own cache."""
     started = time.perf_counter()
+    if not hasattr(kernel, "ir"):  # an indexed kernel (LoopKernel): its derivatives are its methods
+        raise NotImplementedError(
+            "gc.derivative of an indexed kernel is not implemented yet: use its methods (k.grad, k.hvp, "
+            "k.hessian(*xs, sparse=True) for the sparse Hessian, k.jacobian(*xs, sparse=True)).")
     if name is not None:
         check_name(name)
     elif kernel.name is not None:

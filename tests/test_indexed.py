@@ -435,3 +435,8 @@ def test_sparse_jacobian_through_a_temporary_is_a_clear_error():
 def test_sparse_jacobian_is_for_one_point():
     with pytest.raises(ValueError, match="one point"):
         stencil_with_boundaries().jacobian(rng.random((2, 5)), sparse=True)
+
+
+def test_derivative_kernel_of_an_indexed_kernel_is_a_clear_error():
+    with pytest.raises(NotImplementedError, match="hessian"):
+        gc.derivative(gc.compile(*chain_model(), cache=False), "grad")
