@@ -20,7 +20,7 @@ from .drivers import import_module
 
 
 class _Driver:
-    """A stage's driver for one mode (F, J, R, H): its parallel and serial twins, and whether the parallel
+    """A stage's driver for one mode (one of ``_MODES``): its parallel and serial twins, and whether the parallel
     one is compiled (``drivers.compile_in_background`` reads ``name``, ``parallel``, ``parallel_started``)."""
 
     __slots__ = ("name", "parallel", "serial", "parallel_started", "parallel_ready", "called")
