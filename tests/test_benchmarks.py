@@ -102,4 +102,6 @@ def test_the_cold_start_benchmark_reports_gradcomp_beside_numbas_floor(tmp_path)
     cold.main(["--cases", "seed", "--rounds", "1", "--points", "64", "--threads", "1", "--out", str(out)])
     row = next(line for line in out.read_text().splitlines() if line.startswith("| seed |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert float(cells[1]) > 0 and float(cells[2]) > 0 and float(cells[4]) > 0  # floor, gradcomp, their ratio
+    floor, total, definition, own, ratio_own = (float(cells[i]) for i in (1, 2, 3, 4, 7))
+    assert floor > 0 and total > 0 and ratio_own > 0
+    assert 0 <= definition < total and abs(own - (total - definition)) < 0.011  # gradcomp alone
