@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from math import prod
 
 import sympy as sp
+from sympy.core.function import AppliedUndef
 from sympy.matrices.expressions.matexpr import MatrixElement
 from sympy.tensor.array import NDimArray
 
@@ -63,6 +64,10 @@ def make_signature(outputs, args, wrt=None, name=None, dtype="float64", arg_name
         raise CompileError(
             f"args must be a sequence of arguments, got {type(args).__name__}: "
             f"write [x] for one scalar argument x, [[x1, x2]] for one vector argument.")
+    out_shape, flat_outputs = _outputs(outputs)
+    stand_ins = _stand_ins(args, flat_outputs)
+    if stand_ins:
+        args, flat_outputs, arg_names = _replace_functions(args, flat_outputs, stand_ins, arg_names)
     arguments = tuple(_argument(item, i, arg_names) for i, item in enumerate(args))
     if not arguments:
         raise CompileError(
@@ -70,12 +75,97 @@ def make_signature(outputs, args, wrt=None, name=None, dtype="float64", arg_name
             f"and no batch to run over (outputs {outputs!r}). Pass the symbols it is a function of, e.g. "
             f"gc.compile(outputs, [x]); a constant output may ignore its arguments.")
     _check_unique_leaves(arguments)
-    out_shape, flat_outputs = _outputs(outputs)
     return Signature(name, arguments, out_shape, flat_outputs, _wrt(wrt, arguments), dtype)
 
 
+# -- functions of time as arguments (sympy.physics.mechanics' dynamicsymbols), as lambdify takes them ----------
+
+def _leaves(item) -> list:
+    """An argument's leaves as given, before any check (those come in ``_argument``)."""
+    if isinstance(item, (list, tuple)):
+        return [leaf for sub in item for leaf in _leaves(sub)]
+    if isinstance(item, sp.MatrixBase):
+        return list(item)
+    if isinstance(item, NDimArray):
+        return _leaves(item.tolist())
+    return [item]
+
+
+def _is_function_leaf(leaf) -> bool:
+    """``q0(t)``, or a derivative of one in its own variables (``q0(t).diff(t)``, ``.diff(t, 2)``)."""
+    if isinstance(leaf, AppliedUndef):
+        return True
+    return isinstance(leaf, sp.Derivative) and isinstance(leaf.expr, AppliedUndef)
+
+
+def _stand_ins(args, flat_outputs) -> dict:
+    """Each function leaf of the arguments -> the Symbol that stands for it: named after the function
+    (``q0``; ``q0_dot``, ``q0_ddot`` for its first and second time derivatives), made unique against
+    every name the user's symbols use, so that no stand-in can equal a symbol of the user's."""
+    if isinstance(args, (sp.Basic, str)) or not hasattr(args, "__iter__"):
+        return {}
+    leaves = [leaf for item in args for leaf in _leaves(item) if _is_function_leaf(leaf)]
+    if not leaves:
+        return {}
+    taken = {s.name for e in flat_outputs for s in e.free_symbols if isinstance(s, sp.Symbol)}
+    taken |= {s.name for item in args for leaf in _leaves(item) if isinstance(leaf, sp.Basic)
+              for s in leaf.free_symbols if isinstance(s, sp.Symbol)}
+    stand_ins: dict = {}
+    for leaf in leaves:
+        if leaf in stand_ins:
+            continue  # repeated: _check_unique_leaves names it
+        if isinstance(leaf, AppliedUndef):
+            name = leaf.func.__name__
+        else:
+            function, counts = leaf.expr, leaf.variable_count
+            if len(counts) == 1 and counts[0][1] <= 3:
+                name = f"{function.func.__name__}_{'d' * counts[0][1]}ot"
+            else:
+                name = f"{function.func.__name__}_d_" + "_".join(f"{v}{k}" for v, k in counts)
+        name = re.sub(r"\W", "_", name)
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        stand_ins[leaf] = sp.Symbol(name)
+    return stand_ins
+
+
+def _replace_functions(args, flat_outputs, stand_ins: dict, arg_names):
+    """The arguments and outputs with each function leaf replaced by its stand-in Symbol; a scalar argument
+    that is a function is named after it.  A derivative of a function in the outputs that no argument
+    holds is an error: replacing the function inside it would make it 0."""
+    for output in flat_outputs:
+        for derivative in output.atoms(sp.Derivative):
+            if derivative not in stand_ins and derivative.has(AppliedUndef):
+                raise CompileError(
+                    f"the outputs contain {derivative}, a derivative that is in no argument; add it to the "
+                    f"arguments (as lambdify takes it) or substitute it.")
+    outputs = tuple(output.xreplace(stand_ins) for output in flat_outputs)
+    for output in outputs:
+        for function in output.atoms(AppliedUndef):
+            raise CompileError(
+                f"the outputs contain {function}, a function that is in no argument; add it to the arguments "
+                f"(as lambdify takes it) or substitute it.")
+    replaced, names = [], []
+    for index, item in enumerate(args):
+        if isinstance(item, sp.Basic) and item in stand_ins:
+            names.append(arg_names[index] if arg_names else stand_ins[item].name)
+        else:
+            names.append(arg_names[index] if arg_names else None)
+        replaced.append(_replace_leaves(item, stand_ins))
+    return replaced, outputs, names
+
+
+def _replace_leaves(item, stand_ins: dict):
+    if isinstance(item, (list, tuple)):
+        return type(item)(_replace_leaves(sub, stand_ins) for sub in item)
+    if isinstance(item, (sp.MatrixBase, NDimArray)):
+        return item.applyfunc(lambda leaf: stand_ins.get(leaf, leaf))
+    return stand_ins.get(item, item) if isinstance(item, sp.Basic) else item
+
+
 def _argument(item, index, arg_names) -> Argument:
-    name = arg_names[index] if arg_names else None
+    name = arg_names[index] if arg_names else None  # None entries: the argument's own name
     if isinstance(item, sp.MatrixSymbol):
         rows, cols = (int(n) for n in item.shape)
         leaves = tuple(item[r, c] for r in range(rows) for c in range(cols))
