@@ -7,7 +7,7 @@ calling a kernel imports Numba.
 from .errors import CacheError, CompileError
 from .version import __version__
 
-__all__ = ["compile", "kernel", "derivative", "load", "Kernel", "CompileError", "CacheError", "__version__"]
+__all__ = ["compile", "kernel", "derivative", "load", "solve", "Kernel", "CompileError", "CacheError", "__version__"]
 
 
 def __getattr__(name):
@@ -17,6 +17,9 @@ def __getattr__(name):
     if name == "load":
         from .build import load
         return load
+    if name == "solve":
+        from .linalg import solve
+        return solve
     if name == "Kernel":
         from .runtime import Kernel
         return Kernel

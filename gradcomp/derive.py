@@ -25,6 +25,8 @@ from sympy.matrices.expressions.matexpr import MatrixElement
 
 from .errors import CompileError
 from .functions import BINARY, RULES, rule_for
+from .linalg import SolveEntry
+from .solverules import forward_rule, lower_solve, reverse_rule
 from .spec import Argument, Signature, postorder
 
 # Beyond these sizes SymPy's cse is skipped: its opt_cse pass grows quadratically (3.4 s of 11 s on
@@ -115,6 +117,9 @@ class Graph:
         self._temp_count = 0
         self._partials: dict = {}
         self._missing: list = []
+        self.solves: dict = {}  # member of a solve's solution -> its SolveGroup: the sweeps apply its rule
+        self._solved: dict = {}  # LinearSolve -> SolveGroup: each solve is lowered once
+        self._spans: list = []  # (start, end, group): the nodes a solve's lowering made, until sealed
 
     # -- names -------------------------------------------------------------
     def fresh_name(self, base: str) -> str:
@@ -207,6 +212,9 @@ class Graph:
         if isinstance(expr, sp.Piecewise):
             pairs = [(get(e) if e in self.lowered else e, get(c) if c in self.lowered else c) for e, c in expr.args]
             return self.intern(sp.Piecewise(*pairs), hint)
+        if isinstance(expr, SolveEntry):
+            i, j = expr.index
+            return self._solve_group(expr.solve).x[i][j]
         args = [a if (isinstance(a, BooleanAtom) or a.is_Number) else get(a) for a in expr.args]
         if type(expr) in BINARY:  # ordered pairs, left to right: the first argument wins a tie
             binary = BINARY[type(expr)]
@@ -215,6 +223,33 @@ class Graph:
                 accumulated = self.intern(binary(accumulated, arg))
             return self.intern(binary(accumulated, args[-1]), hint)
         return self.intern(expr.func(*args), hint)
+
+    def _solve_group(self, node):
+        """Lower a LinearSolve once.  Its members get the adjoint rule in the sweeps when each is a node of
+        its own (a constant system may fold some away: then derivatives go through the elimination)."""
+        if node not in self._solved:
+            start = len(self.order)
+            group = lower_solve(self, node)
+            members = [v for row in group.x for v in row]
+            if len(set(members)) == len(members) and all(self.position.get(v, -1) >= start for v in members):
+                self.solves.update((v, group) for v in members)
+                self._spans.append((start, len(self.order), group))
+            self._solved[node] = group
+        return self._solved[node]
+
+    def seal_solves(self, outputs) -> None:
+        """Keep the adjoint rule only for solves whose elimination nothing else reads: hash-consing may
+        share one of its nodes with the rest of the graph, and the rule never sweeps through them."""
+        for start, end, group in self._spans:
+            members = {v for row in group.x for v in row}
+            interior = {v for v in self.order[start:end] if v not in members}
+            shared = any(o in interior for o in outputs) or any(
+                any(u in interior for u in self.uses[v])
+                for v in self.order[start:] if v not in members and v not in interior)
+            if shared:
+                for v in members:
+                    self.solves.pop(v, None)
+        self._spans = []
 
     def _product(self, expr, hint):
         """c * f1 * f2 * ... -> a chain of nodes with at most two factors each."""
@@ -276,16 +311,22 @@ class Graph:
                 active.add(target)
         return active
 
-    def ancestors(self, operands) -> list:
-        """The nodes needed to compute ``operands``, in graph order."""
+    def ancestors(self, operands, through_solves: bool = False) -> list:
+        """The nodes needed to compute ``operands``, in graph order.  ``through_solves``: what a sweep
+        visits, where a solve's member needs its group and the solve's A and b, never its elimination."""
         needed = set()
         stack = [o for o in operands if o in self.value]
+        solves = self.solves if through_solves else {}
         while stack:
             target = stack.pop()
             if target in needed:
                 continue
             needed.add(target)
-            stack.extend(s for s in self.uses[target] if s in self.value)
+            group = solves.get(target)
+            if group is None:
+                stack.extend(s for s in self.uses[target] if s in self.value)
+                continue
+            stack.extend(v for rows in (group.x, group.a, group.b) for row in rows for v in row if v in self.value)
         if len(needed) * 8 > len(self.order):
             return [t for t in self.order if t in needed]
         return sorted(needed, key=self.position.__getitem__)  # a small cone of a large graph (sparse Jacobians)
@@ -323,7 +364,13 @@ class Graph:
         for operand, cotangent in seeds:
             if operand in active:
                 contributions[operand].append(cotangent)
-        for target in reversed(self.ancestors([o for o, _ in seeds])):
+        for target in reversed(self.ancestors([o for o, _ in seeds], through_solves=True)):
+            group = self.solves.get(target)
+            if group is not None:  # every member's adjoint is complete once the earliest is reached
+                if target is group.earliest:
+                    adjoints = [[self.scaled(_sum(contributions.pop(v, []))) for v in row] for row in group.x]
+                    reverse_rule(self, group, adjoints, contributions, active)
+                continue
             if target not in contributions:
                 continue
             adjoint = self.scaled(_sum(contributions.pop(target)), hint=f"{target}_bar")
@@ -339,7 +386,12 @@ class Graph:
     def forward_sweep(self, tangents: dict, outputs) -> list:
         """Tangents of ``outputs`` given tangents of some leaves: one JVP pass."""
         tangent = dict(tangents)
-        for target in self.ancestors(outputs):
+        for target in self.ancestors(outputs, through_solves=True):
+            group = self.solves.get(target)
+            if group is not None:
+                if target is group.earliest:
+                    forward_rule(self, group, tangent)
+                continue
             terms = [self.chain(target, s, tangent[s]) for s in self.operands[target] if s in tangent]
             if terms:
                 value = self.scaled(_sum(terms), hint=f"{target}_dot")
@@ -381,6 +433,8 @@ def _children(expr) -> list:
         return [f.base if (f.is_Pow and f.exp == -1) else f for f in expr.args if not f.is_Number]
     if isinstance(expr, sp.Piecewise):
         return [part for pair in expr.args for part in pair if not isinstance(part, BooleanAtom)]
+    if isinstance(expr, SolveEntry):
+        return [e for e in expr.solve.args[3:] if not e.is_Number]
     if (expr.is_Pow or rule_for(type(expr)) is not None
             or isinstance(expr, (sp.core.relational.Relational, sp.And, sp.Or, sp.Not))):
         return [a for a in expr.args if not (isinstance(a, BooleanAtom) or a.is_Number)]
@@ -519,6 +573,7 @@ def derive(signature: Signature, methods=BASE_METHODS) -> Derivation:
         Block(a.name, a.shape, tuple(graph.leaf(_leaf_name(leaf), leaf) for leaf in a.leaves))
         for a in signature.arguments)
     outputs = _lower_outputs(graph, signature.outputs)
+    graph.seal_solves(outputs)
     out_shape = signature.out_shape
     y = Block("y", out_shape, tuple(outputs))
     wrt_blocks = [arg_blocks[i] for i in signature.wrt]
@@ -590,7 +645,8 @@ def _leaf_name(leaf) -> str:
 def _lower_outputs(graph: Graph, outputs) -> list:
     """CSE the outputs once with SymPy (when it is affordable), then lower them."""
     nodes, depth = _dag_size(outputs)
-    if nodes <= _CSE_MAX_NODES and depth <= min(_CSE_MAX_DEPTH, sys.getrecursionlimit() // 4):
+    solves = any(isinstance(node, SolveEntry) for node in postorder(outputs)) if nodes <= _CSE_MAX_NODES else True
+    if not solves and nodes <= _CSE_MAX_NODES and depth <= min(_CSE_MAX_DEPTH, sys.getrecursionlimit() // 4):
         replacements, reduced = sp.cse(list(outputs), symbols=sp.numbered_symbols("cse", cls=sp.Dummy),
                                        order="none")
         for dummy, value in replacements:
