@@ -659,7 +659,7 @@ def _jacobian(graph: Graph, outputs, wrt_blocks, active) -> list:
     """J flattened per wrt argument (outputs x that argument): by whichever sweep needs fewer passes."""
     wrt_leaves = [s for b in wrt_blocks for s in b.operands]
     n_out, n_in = len(outputs), len(wrt_leaves)
-    if n_out <= n_in:
+    if _reverse_is_cheaper(graph, outputs, wrt_leaves, active):
         rows = [graph.reverse_sweep([(outputs[k], sp.S.One)], wrt_leaves, active) for k in range(n_out)]
     else:
         columns = [graph.forward_sweep({leaf: sp.S.One}, outputs) for leaf in wrt_leaves]
@@ -670,6 +670,36 @@ def _jacobian(graph: Graph, outputs, wrt_blocks, active) -> list:
         flat += [rows[k][j] for k in range(n_out) for j in range(start, end)]
         start = end
     return flat
+
+
+def _reverse_is_cheaper(graph: Graph, outputs, wrt_leaves, active) -> bool:
+    """Whether one reverse sweep per output visits fewer nodes than one forward sweep per input: a node
+    costs each sweep that reaches it (the outputs that depend on it; the inputs it depends on).  The
+    counts, not the Jacobian's shape, decide: the 10-link pendulum's right-hand side has 22 outputs and
+    23 inputs, but half its outputs are speeds, and forward sweeps from the speeds touch only the forcing
+    (15 821 operations against 42 067)."""
+    cone = graph.ancestors([o for o in outputs if isinstance(o, sp.Symbol)])
+    inputs = {leaf: 1 << j for j, leaf in enumerate(wrt_leaves)}
+    forward = 0
+    for target in cone:
+        if target in active:
+            mask = 0
+            for operand in graph.operands[target]:
+                mask |= inputs.get(operand, 0)
+            inputs[target] = mask
+            forward += mask.bit_count()
+    users = defaultdict(int)
+    for k, output in enumerate(outputs):
+        if isinstance(output, sp.Symbol):
+            users[output] |= 1 << k
+    reverse = 0
+    for target in reversed(cone):
+        mask = users.get(target, 0)
+        if mask and target in active:
+            reverse += mask.bit_count()
+            for operand in graph.operands[target]:
+                users[operand] |= mask
+    return reverse <= forward
 
 
 def _hessian(graph: Graph, output, wrt_leaves, active) -> list:

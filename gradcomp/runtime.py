@@ -23,6 +23,10 @@ log = logging.getLogger("gradcomp")
 CHUNK_BYTES = 64 << 20
 """Inputs that need converting (dtype, layout, partial broadcast) are converted this much at a time."""
 
+PYTHON_SCALARS = (float, int, np.float64, np.float32)
+"""Scalars the single-point path takes for an argument of core shape () (a bool or a complex goes the
+general way, which refuses or converts it as any array)."""
+
 
 class Kernel:
     """Compiled forward, VJP, JVP, Jacobian and Hessian of a SymPy function.
@@ -333,12 +337,17 @@ class Kernel:
         if len(values) != len(method.inputs):
             wrong_count(name, method, values)
         if out is None and method.point_ready:
-            for value, core in zip(values, method.cores):
+            arrays = values
+            for index, (value, core) in enumerate(zip(values, method.cores)):
                 if type(value) is not np.ndarray or value.shape != core:
+                    if core == () and type(value) in PYTHON_SCALARS:  # k(x, 0.5): 0.2 µs here, 4.6 µs below
+                        arrays = list(arrays) if arrays is values else arrays
+                        arrays[index] = np.array(value, self.dtype)
+                        continue
                     break
             else:
                 try:
-                    rows = method.point(*values)
+                    rows = method.point(*arrays)
                 except TypeError:  # another dtype or layout: converted below
                     pass
                 else:

@@ -50,7 +50,14 @@ def check_brusselator(output: str) -> None:
     assert re.search(r"^gradcomp sparse\s", output, re.MULTILINE), output
 
 
+def check_pendulum(output: str) -> None:
+    assert "closed loop from a push, 6 s: solved" in output, output
+    assert number_after(r"max \|x\(T\) - x_up\| =", output) < 0.05
+    assert number_after(r"closed-loop max Re\(eig\)", output) < 0
+
+
 CHECKS = {
+    "n_link_pendulum.py": check_pendulum,
     "brusselator_2d.py": check_brusselator,
     "seed_backward.py": check_seed_backward,
     "rosenbrock_optimize.py": check_rosenbrock,
@@ -59,7 +66,7 @@ CHECKS = {
     "torch_custom_layer.py": check_torch_layer,
     "stiff_ode_jacobian.py": check_stiff_ode,
 }
-NEEDS = {"torch_custom_layer.py": "torch", "brusselator_2d.py": "scipy",
+NEEDS = {"torch_custom_layer.py": "torch", "brusselator_2d.py": "scipy", "n_link_pendulum.py": "scipy",
          "rosenbrock_optimize.py": "scipy", "stiff_ode_jacobian.py": "scipy"}
 
 
