@@ -75,7 +75,7 @@ def kanes_method(links: int):
 def right_hand_side(links: int, cache=None):
     """The kernel x' = [u; M⁻¹ F] of (state, force, parameters); wrt the state and the force."""
     state, force, parameters, mass_matrix, forcing = pendulum_on_cart(links)
-    outputs = [*state[links + 1:], *gc.solve(mass_matrix, forcing)]  # q' = u; u' = M⁻¹ F
+    outputs = [*state[links + 1:], *gc.solve(mass_matrix, forcing, assume="pos")]  # q' = u; u' = M⁻¹ F (M: SPD)
     return gc.compile(outputs, [state, force, parameters], wrt=[0, 1], name=f"n_link_pendulum_{links}", cache=cache)
 
 
