@@ -34,12 +34,6 @@ from scipy.linalg import solve_continuous_are
 import gradcomp as gc
 
 
-def pendulum_on_cart(links: int):
-    """(state, force, parameters, M, F): Kane's mass matrix and forcing of the n-link pendulum on a cart."""
-    kane, state, force, parameters = kanes_method(links)
-    return state, force, parameters, kane.mass_matrix, kane.forcing
-
-
 def kanes_method(links: int):
     """(KanesMethod with its equations formed, state [q; u], force f, parameters [m; l; g])."""
     q = me.dynamicsymbols(f"q:{links + 1}")
@@ -72,10 +66,11 @@ def kanes_method(links: int):
     return kane, [*q, *u], force, [*masses, *lengths, gravity]
 
 
-def right_hand_side(links: int, cache=None):
-    """The kernel x' = [u; M⁻¹ F] of (state, force, parameters); wrt the state and the force."""
-    state, force, parameters, mass_matrix, forcing = pendulum_on_cart(links)
-    outputs = [*state[links + 1:], *gc.solve(mass_matrix, forcing, assume="pos")]  # q' = u; u' = M⁻¹ F (M: SPD)
+def right_hand_side(links: int, cache=None, model=None):
+    """The kernel x' = [u; M⁻¹ F] of (state, force, parameters); wrt the state and the force.  ``model``:
+    what ``kanes_method(links)`` returned, if it was built already."""
+    kane, state, force, parameters = model if model is not None else kanes_method(links)
+    outputs = [*state[links + 1:], *gc.solve(kane.mass_matrix, kane.forcing, assume="pos")]  # u' = M⁻¹F, M SPD
     return gc.compile(outputs, [state, force, parameters], wrt=[0, 1], name=f"n_link_pendulum_{links}", cache=cache)
 
 
@@ -110,9 +105,9 @@ def main(argv=None) -> None:
     states = 2 * (links + 1)
 
     started = time.perf_counter()
-    state, force, symbols, mass_matrix, forcing = pendulum_on_cart(links)
+    model = kanes_method(links)
     built = time.perf_counter()
-    rhs = right_hand_side(links, cache=False)
+    rhs = right_hand_side(links, cache=False, model=model)
     p = parameters(links)
     x_up = upright(links)
     rhs(x_up, 0.0, p)

@@ -107,9 +107,8 @@ def _stand_ins(args, flat_outputs) -> dict:
     leaves = [leaf for item in args for leaf in _leaves(item) if _is_function_leaf(leaf)]
     if not leaves:
         return {}
-    taken = {s.name for e in flat_outputs for s in e.free_symbols if isinstance(s, sp.Symbol)}
-    taken |= {s.name for item in args for leaf in _leaves(item) if isinstance(leaf, sp.Basic)
-              for s in leaf.free_symbols if isinstance(s, sp.Symbol)}
+    roots = [*flat_outputs, *(leaf for item in args for leaf in _leaves(item) if isinstance(leaf, sp.Basic))]
+    taken = {s.name for s in postorder(roots) if isinstance(s, sp.Symbol)}  # the DAG once, not free_symbols' tree
     stand_ins: dict = {}
     for leaf in leaves:
         if leaf in stand_ins:
