@@ -74,7 +74,7 @@ def generate_module(signature, key: str, started: float, methods=None):
 
     derived_at = time.perf_counter()
     with collector_paused():
-        derivation = derive(signature, BASE_METHODS if methods is None else methods)
+        derivation = derive(signature, BASE_METHODS if methods is None else methods, memo_key=key)
         printed_at = time.perf_counter()
         module = generate(derivation, key)
     done_at = time.perf_counter()
