@@ -69,6 +69,8 @@ def probe(system: str, links: int) -> dict:
     model = kane, state, force, parameters = pendulum.kanes_method(links)
     mass_matrix, forcing = kane.mass_matrix, kane.forcing
     result = {"kane_s": time.perf_counter() - started}
+    from gradcomp.spec import postorder
+    result["model_nodes"] = sum(1 for _ in postorder([*mass_matrix, *forcing]))  # distinct nodes of M and F
     p = pendulum.parameters(links)
     rng = np.random.default_rng(0)
     states = 2 * (links + 1)
@@ -173,7 +175,8 @@ def render(results: dict, systems, link_counts) -> str:
             lines.append(f"| {links} | {SYSTEMS[system]} | {r['kane_s']:.2f} | {r['compile_s']:.2f} | "
                          f"{cell(r.get('jacobian_compile_s'), '{:.2f}')} | {r['rhs_us']:.2f} | "
                          f"{cell(r.get('jacobian_us'), '{:.2f}')} | {r['batch_mpts']:.3g} | {diff} |")
-    ops = [f"{links} links: " + ", ".join(f"{k} {v}" for k, v in results[f"{links}/gradcomp"]["ops"].items())
+    ops = [f"{links} links: M and F {results[f'{links}/gradcomp'].get('model_nodes', '?')} DAG nodes; "
+           + ", ".join(f"{k} {v}" for k, v in results[f"{links}/gradcomp"]["ops"].items())
            for links in link_counts if "ops" in results.get(f"{links}/gradcomp", {})]
     if ops:
         lines += ["", "gradcomp's operations per point: " + "; ".join(ops) + "."]

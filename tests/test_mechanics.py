@@ -49,3 +49,14 @@ def test_the_jacobian_agrees_with_central_differences():
     np.testing.assert_allclose(jac_x, np.array(columns).T, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(jac_f, (kernel(x, 0.3 + step, p) - kernel(x, 0.3 - step, p)) / (2 * step),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_the_jacobian_agrees_with_the_jacobian_of_sympys_symbolic_solve():
+    links = 2
+    model = kane, state, force, parameters = pendulum.kanes_method(links)
+    symbolic = sp.Matrix([*state[links + 1:], *kane.mass_matrix.LUsolve(kane.forcing)])
+    reference = sp.lambdify([state, force, parameters], symbolic.jacobian([*state, force]))
+    kernel = pendulum.right_hand_side(links, cache=False, model=model)
+    x, f, p = np.array([0.1, 1.2, 2.0, -0.3, 0.5, 0.8]), -0.4, pendulum.parameters(links)
+    jac_x, jac_f = kernel.jacobian(x, f, p)
+    np.testing.assert_allclose(np.column_stack([jac_x, jac_f]), reference(x, f, p), rtol=1e-11, atol=1e-12)

@@ -195,3 +195,11 @@ def test_a_solve_survives_the_cache_and_a_derivative_kernel(tmp_path):
     grad = gc.derivative(kernel, "grad")
     av, bv = np.array([2.0, 1, 0.5, 3]), np.array([1.0, -1])
     np.testing.assert_allclose(grad(av, bv), np.linalg.solve(av.reshape(2, 2).T, np.ones(2)), rtol=1e-13)
+
+
+def test_the_torch_bridge_passes_gradcheck_and_gradgradcheck_through_a_solve(general):
+    a, b = point()
+    inputs = (torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True))
+    function = general.to_torch()
+    assert torch.autograd.gradcheck(function, inputs)
+    assert torch.autograd.gradgradcheck(function, inputs)
