@@ -50,6 +50,11 @@ def check_brusselator(output: str) -> None:
     assert re.search(r"^gradcomp sparse\s", output, re.MULTILINE), output
 
 
+def check_bratu(output: str) -> None:
+    assert number_after(r"final residual: gradcomp", output) < 1e-8
+    assert number_after(r"solutions differ by at most", output) < 1e-8
+
+
 def check_pendulum(output: str) -> None:
     assert "closed loop from a push, 6 s: solved" in output, output
     assert number_after(r"max \|x\(T\) - x_up\| =", output) < 0.05
@@ -57,6 +62,7 @@ def check_pendulum(output: str) -> None:
 
 
 CHECKS = {
+    "bratu_newton.py": check_bratu,
     "n_link_pendulum.py": check_pendulum,
     "brusselator_2d.py": check_brusselator,
     "seed_backward.py": check_seed_backward,
@@ -67,6 +73,7 @@ CHECKS = {
     "stiff_ode_jacobian.py": check_stiff_ode,
 }
 NEEDS = {"torch_custom_layer.py": "torch", "brusselator_2d.py": "scipy", "n_link_pendulum.py": "scipy",
+         "bratu_newton.py": "scipy",
          "rosenbrock_optimize.py": "scipy", "stiff_ode_jacobian.py": "scipy"}
 
 
