@@ -7,7 +7,7 @@ calling a kernel imports Numba.
 from .errors import CacheError, CompileError
 from .version import __version__
 
-__all__ = ["compile", "kernel", "derivative", "load", "solve", "Kernel", "CompileError", "CacheError", "__version__"]
+__all__ = ["compile", "kernel", "derivative", "load", "solve", "export_native", "Kernel", "CompileError", "CacheError", "__version__"]
 
 
 def __getattr__(name):
@@ -17,6 +17,9 @@ def __getattr__(name):
     if name == "load":
         from .build import load
         return load
+    if name == "export_native":
+        from .native_build import export_native
+        return export_native
     if name == "solve":
         from .linalg import solve
         return solve

@@ -126,19 +126,8 @@ def core(method: str, code: str, dtype: str):
             program = _parse(code)
             function = _function(context, builder.module, f"gradcomp_{method}_core", program, numba_type)
             index = context.cast(builder, args[0], sig.args[0], numba_types.int64)
-            pointers = []
-            input_values = cgutils.unpack_tuple(builder, args[1])
-            step_values = cgutils.unpack_tuple(builder, args[2])
-            for array_type, array, step, step_type, size in zip(
-                    sig.args[1], input_values, step_values, sig.args[2], program.input_sizes):
-                step = context.cast(builder, step, step_type, numba_types.int64)
-                offset = builder.mul(builder.mul(index, step), ir.Constant(ir.IntType(64), size))
-                pointers.append(builder.gep(context.make_array(array_type)(context, builder, array).data, [offset]))
-            for array_type, array, size in zip(sig.args[3], cgutils.unpack_tuple(builder, args[3]),
-                                               program.output_sizes):
-                offset = builder.mul(index, ir.Constant(ir.IntType(64), size))
-                pointers.append(builder.gep(context.make_array(array_type)(context, builder, array).data, [offset]))
-            builder.call(function, pointers)
+            inputs, outputs = _array_data(context, builder, sig, args, 1)
+            call_core(builder, function, program, index, inputs, outputs)
             return context.get_dummy_value()
 
         return numba_types.void(i, inputs, steps, outputs), codegen
@@ -193,47 +182,75 @@ def block(method: str, code: str, dtype: str, width: int):
         def codegen(context, builder, sig, args):
             program = _parse(code)
             core = _function(context, builder.module, f"gradcomp_{method}_block{width}", program, numba_type, width)
-            scalar_type = context.get_value_type(numba_type)
-            int64 = ir.IntType(64)
             start = context.cast(builder, args[0], sig.args[0], numba_types.int64)
             count = context.cast(builder, args[1], sig.args[1], numba_types.int64)
-            full = builder.icmp_signed("<=", builder.add(start, ir.Constant(int64, width)), count)
-            rows = []
-            for array_type, array, step, step_type, size in zip(
-                    sig.args[2], cgutils.unpack_tuple(builder, args[2]), cgutils.unpack_tuple(builder, args[3]),
-                    sig.args[3], program.input_sizes):
-                data = context.make_array(array_type)(context, builder, array).data
-                step = context.cast(builder, step, step_type, numba_types.int64)
-                if width == 1:  # one point a block: its own row, or the shared one
-                    rows.append(builder.gep(data, [builder.mul(builder.mul(start, step), ir.Constant(int64, size))]))
-                    continue
-                direct = builder.and_(full, builder.icmp_signed("==", step, ir.Constant(int64, 1)))
-                scratch = cgutils.alloca_once(builder, scalar_type, size=width * size)
-                with builder.if_then(builder.not_(direct)):
-                    _copy_rows_in(builder, data, step, start, count, size, scratch, width)
-                rows.append(builder.select(direct, builder.gep(data, [builder.mul(start, ir.Constant(int64, size))]),
-                                           scratch))
-            spills = []
-            for array_type, array, size in zip(sig.args[4], cgutils.unpack_tuple(builder, args[4]),
-                                               program.output_sizes):
-                data = context.make_array(array_type)(context, builder, array).data
-                if width == 1:
-                    rows.append(builder.gep(data, [builder.mul(start, ir.Constant(int64, size))]))
-                    continue
-                scratch = cgutils.alloca_once(builder, scalar_type, size=width * size)
-                spills.append((data, scratch, size))
-                rows.append(builder.select(full, builder.gep(data, [builder.mul(start, ir.Constant(int64, size))]),
-                                           scratch))
-            builder.call(core, rows)
-            with builder.if_then(builder.not_(full)):
-                for data, scratch, size in spills:
-                    _copy_rows_out(builder, scratch, data, start, count, size)
+            inputs, outputs = _array_data(context, builder, sig, args, 2)
+            call_block(builder, core, program, width, context.get_value_type(numba_type), start, count,
+                       inputs, outputs)
             return context.get_dummy_value()
 
         return numba_types.void(i, n, inputs, steps, outputs), codegen
 
     block_intrinsic.__name__ = f"{method}_block"
     return block_intrinsic
+
+
+def _array_data(context, builder, sig, args, first):
+    """A driver's tuples of arrays as the cores take them: (data pointer, step as int64) per input block,
+    data pointer per output block; ``first`` the position of the inputs among the intrinsic's arguments."""
+    inputs = []
+    for array_type, array, step, step_type in zip(
+            sig.args[first], cgutils.unpack_tuple(builder, args[first]),
+            cgutils.unpack_tuple(builder, args[first + 1]), sig.args[first + 1]):
+        inputs.append((context.make_array(array_type)(context, builder, array).data,
+                       context.cast(builder, step, step_type, numba_types.int64)))
+    outputs = [context.make_array(array_type)(context, builder, array).data
+               for array_type, array in zip(sig.args[first + 2], cgutils.unpack_tuple(builder, args[first + 2]))]
+    return inputs, outputs
+
+
+def call_core(builder, function, program, index, inputs, outputs) -> None:
+    """Call a single-point core on point ``index``: ``inputs`` (first row, step) per input block, ``outputs``
+    the first row of each output block; rows hold a block's scalars one point after another."""
+    int64 = ir.IntType(64)
+    pointers = [builder.gep(data, [builder.mul(builder.mul(index, step), ir.Constant(int64, size))])
+                for (data, step), size in zip(inputs, program.input_sizes)]
+    pointers += [builder.gep(data, [builder.mul(index, ir.Constant(int64, size))])
+                 for data, size in zip(outputs, program.output_sizes)]
+    builder.call(function, pointers)
+
+
+def call_block(builder, core, program, width, scalar_type, start, count, inputs, outputs) -> None:
+    """Call a block core on points ``start .. start + width - 1`` of ``count`` (arguments as ``call_core``'s).
+
+    A full block of rows given per point is read and written in place; a shared row (step 0) and the
+    last, partial block go through a scratch block of rows."""
+    int64 = ir.IntType(64)
+    full = builder.icmp_signed("<=", builder.add(start, ir.Constant(int64, width)), count)
+    rows = []
+    for (data, step), size in zip(inputs, program.input_sizes):
+        if width == 1:  # one point a block: its own row, or the shared one
+            rows.append(builder.gep(data, [builder.mul(builder.mul(start, step), ir.Constant(int64, size))]))
+            continue
+        direct = builder.and_(full, builder.icmp_signed("==", step, ir.Constant(int64, 1)))
+        scratch = cgutils.alloca_once(builder, scalar_type, size=width * size)
+        with builder.if_then(builder.not_(direct)):
+            _copy_rows_in(builder, data, step, start, count, size, scratch, width)
+        rows.append(builder.select(direct, builder.gep(data, [builder.mul(start, ir.Constant(int64, size))]),
+                                   scratch))
+    spills = []
+    for data, size in zip(outputs, program.output_sizes):
+        if width == 1:
+            rows.append(builder.gep(data, [builder.mul(start, ir.Constant(int64, size))]))
+            continue
+        scratch = cgutils.alloca_once(builder, scalar_type, size=width * size)
+        spills.append((data, scratch, size))
+        rows.append(builder.select(full, builder.gep(data, [builder.mul(start, ir.Constant(int64, size))]),
+                                   scratch))
+    builder.call(core, rows)
+    with builder.if_then(builder.not_(full)):
+        for data, scratch, size in spills:
+            _copy_rows_out(builder, scratch, data, start, count, size)
 
 
 def _copy_rows_in(builder, data, step, start, count, size, scratch, width):

@@ -1,0 +1,203 @@
+"""An exported native library (``gradcomp.export_native``) in Python, through ctypes: ``load(path)`` gives a
+kernel whose methods take and return NumPy arrays as a compiled Kernel's do (batch dimensions, broadcasting,
+``out=``, the same argument checks), in a process that needs neither Numba nor SymPy.
+
+The library describes itself (``NAME_record()``, JSON); single points call ``NAME_<method>``, batches
+``NAME_<method>_batch`` (large ones split across threads: ctypes lets go of the GIL during a call).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from .record import KernelRecord, MethodRecord
+from .runtime import Kernel
+
+RECORD_FORMAT = 1
+PARALLEL_WORK = 1_000_000
+"""Operations (points x ops per point) from which a batch is split across threads (as a Kernel's)."""
+PIECE_BLOCKS = 64
+"""A thread's piece of a batch holds at least this many blocks of lanes."""
+
+_STATUS = {1: "an argument is a null pointer", 2: "n < 0"}
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+class NativeKernel(Kernel):
+    """A Kernel whose methods run an exported library's functions.  ``source`` is the library's C header."""
+
+    def __init__(self, library: ctypes.CDLL, record: dict, path: Path):
+        methods = {name: MethodRecord(
+            inputs=tuple((b, tuple(s)) for b, s in info["inputs"]),
+            outputs=tuple((b, tuple(s)) for b, s in info["outputs"]),
+            statements=0, ops=info["ops"], parallel_min_points=max(1, PARALLEL_WORK // max(info["ops"], 1)))
+            for name, info in record["methods"].items()}
+        meta = KernelRecord(name=record["name"], key=record["key"], dtype=record["dtype"],
+                            arguments=tuple((n, tuple(s)) for n, s in record["arguments"]),
+                            wrt=tuple(record["wrt"]), out_shape=tuple(record["out_shape"]), methods=methods,
+                            deferred=(), gradcomp=record["gradcomp"])
+        super().__init__(meta, record["header"], path=None)
+        self.library_path = path
+        """The shared library's file."""
+        self.target: str = record["triple"]
+        self._library = library
+        for name, method in self._methods.items():
+            symbol = record["methods"][name]["symbol"]
+            pointers = len(method.inputs) + len(method.outputs)
+            point = _function(library, symbol, [ctypes.c_void_p] * pointers)
+            batch = _function(library, f"{symbol}_batch", [ctypes.c_int64] + [ctypes.c_void_p] * pointers)
+            method.point = _Point(point, method, self.dtype)
+            lanes = record["methods"][name]["lanes"]
+            method.serial = _Batch(batch, method, lanes, 1)
+            method.parallel = _Batch(batch, method, lanes, _cores())
+            method.point_ready = method.serial_ready = method.parallel_ready = method.parallel_started = True
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{n}: {s}" for n, s in self._arguments)
+        return (f"<gradcomp.native.NativeKernel {self.name}({args}) -> {self.out_shape} {self.dtype}, "
+                f"methods {', '.join(self._methods)}, {self.library_path.name} for {self.target}>")
+
+    def precompile(self, methods=None, parallel: bool = True) -> None:
+        """Nothing to compile: the library is machine code."""
+
+    def ir(self, method: str, lanes: int = 1) -> str:
+        raise ValueError("a native library holds machine code, not gradcomp's IR; the Kernel it was exported "
+                         "from gives k.ir(method).")
+
+    def _method(self, name: str):
+        method = self._methods.get(name)
+        if method is None:
+            exported = ", ".join(self._methods)
+            raise ValueError(f"the library {self.library_path.name} does not export {name!r}; it has {exported} "
+                             f"(export_native(..., methods=[...]) chooses).")
+        return method
+
+    def _import(self):
+        raise ValueError("a native kernel has no generated Python module")
+
+    def __reduce__(self):
+        return load, (str(self.library_path),)
+
+
+def load(path, name: str | None = None) -> NativeKernel:
+    """The kernel of the shared library at ``path`` (``libNAME.so`` from ``export_native(..., kind="shared")``).
+
+    ``name``: the C prefix, when the file was renamed (default: ``NAME`` from ``libNAME.so``)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"no library at {path}: give the path of the libNAME.so that export_native wrote.")
+    if name is None:
+        match = re.fullmatch(r"lib(\w+)\.(so|dylib)|(\w+)\.dll", path.name)
+        if match is None:
+            raise ValueError(f"cannot tell the kernel's C prefix from the file name {path.name!r}; pass name='...' "
+                             f"(the prefix of its functions, as in NAME.h).")
+        name = match.group(1) or match.group(3)
+    try:
+        library = ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise ValueError(f"cannot load {path} as a shared library ({exc}); export it with kind='shared' for this "
+                         f"machine's target.") from None
+    try:
+        describe = getattr(library, f"{name}_record")
+    except AttributeError:
+        raise ValueError(f"{path.name} has no function {name}_record: it is not a gradcomp library with the C "
+                         f"prefix {name!r} (pass name= the prefix its header uses).") from None
+    describe.restype, describe.argtypes = ctypes.c_char_p, []
+    record = json.loads(describe().decode())
+    if record.get("format") != RECORD_FORMAT:
+        raise ValueError(f"{path.name} was written by gradcomp {record.get('gradcomp')} in record format "
+                         f"{record.get('format')}; this gradcomp reads format {RECORD_FORMAT}: export it again.")
+    return NativeKernel(library, record, path)
+
+
+def _function(library, symbol: str, argtypes):
+    function = getattr(library, symbol)
+    function.restype, function.argtypes = ctypes.c_int, argtypes
+    return function
+
+
+def _failed(symbol, status: int):
+    return RuntimeError(f"{symbol} returned {status} ({_STATUS.get(status, 'an unknown status')})")
+
+
+class _Point:
+    """A Kernel's point function: arrays of exactly their core shapes in, the result rows out."""
+
+    __slots__ = ("function", "sizes", "dtype")
+
+    def __init__(self, function, method, dtype):
+        self.function = function
+        self.sizes = [size for _, _, size in method.outputs]
+        self.dtype = dtype
+
+    def __call__(self, *arrays):
+        dtype = self.dtype
+        addresses = []
+        for array in arrays:
+            if array.dtype is not dtype or not array.flags.c_contiguous:
+                raise TypeError("converted by the general path")
+            addresses.append(array.ctypes.data)
+        rows = [np.empty(size, dtype) for size in self.sizes]
+        status = self.function(*addresses, *[row.ctypes.data for row in rows])
+        if status:
+            raise _failed(self.function.__name__, status)
+        return rows
+
+
+class _Batch:
+    """A Kernel's batch driver ``(n, in0, step0, ..., out0, ...)`` over the library's ``_batch`` function; a
+    shared row (step 0) is repeated for every point, as the C function takes none.  With ``threads`` > 1 a
+    batch is split into that many pieces of whole blocks of lanes, one a thread."""
+
+    __slots__ = ("function", "n_inputs", "lanes", "threads", "signatures")
+
+    def __init__(self, function, method, lanes: int, threads: int):
+        self.function = function
+        self.n_inputs = len(method.inputs)
+        self.lanes = lanes
+        self.threads = threads
+        self.signatures = [True]  # machine code already: what the runtime asks of a Numba driver
+
+    def __call__(self, n, *args):
+        inputs = []
+        for k in range(self.n_inputs):
+            rows, step = args[2 * k], args[2 * k + 1]
+            inputs.append(rows if step else np.ascontiguousarray(np.broadcast_to(rows, (n, rows.shape[1]))))
+        outputs = args[2 * self.n_inputs:]
+        pieces = min(self.threads, -(-n // (self.lanes * PIECE_BLOCKS)))
+        if pieces <= 1:
+            self._run(0, n, inputs, outputs)
+            return
+        size = -(-n // pieces)
+        size += -size % self.lanes
+        futures = [_executor().submit(self._run, start, min(n, start + size), inputs, outputs)
+                   for start in range(0, n, size)]
+        for future in futures:
+            future.result()
+
+    def _run(self, start, stop, inputs, outputs):
+        pointers = [a.ctypes.data + start * a.strides[0] for a in (*inputs, *outputs)]
+        status = self.function(stop - start, *pointers)
+        if status:
+            raise _failed(self.function.__name__, status)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_cores(), thread_name_prefix="gradcomp-native")
+        return _pool
