@@ -7,7 +7,8 @@ calling a kernel imports Numba.
 from .errors import CacheError, CompileError
 from .version import __version__
 
-__all__ = ["compile", "kernel", "derivative", "load", "solve", "export_native", "Kernel", "CompileError", "CacheError", "__version__"]
+__all__ = ["compile", "kernel", "derivative", "load", "solve", "export_native", "Kernel", "CompileError", "CacheError",
+           "__version__"]
 
 
 def __getattr__(name):

@@ -3,6 +3,7 @@
     gradcomp cache list|info|clear|prune [--cache DIR]
     gradcomp precompile FILE.py [--cache DIR]
     gradcomp export NAME -o kernel_module.py [--cache DIR]
+    gradcomp export NAME --native DIR [--target TRIPLE] [--cpu CPU] [--static | --object] [--methods M,...]
 
 The cache commands import neither SymPy nor Numba, create nothing, and touch
 only a directory that is a gradcomp cache (``cache.existing_cache``).  Every bad
@@ -93,9 +94,22 @@ def _parser() -> argparse.ArgumentParser:
     precompile.set_defaults(run=_precompile)
 
     export = commands.add_parser("export", parents=[cache_dir],
-                                 help="write a cached kernel as a module that needs only NumPy and Numba")
+                                 help="write a cached kernel as a module that needs only NumPy and Numba, or "
+                                      "as a C header and a native library (--native)")
     export.add_argument("name", metavar="NAME", help="the name the kernel was compiled under")
-    export.add_argument("-o", "--output", required=True, metavar="FILE.py")
+    where = export.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--output", metavar="FILE.py", help="the Python module to write")
+    where.add_argument("--native", metavar="DIR", help="write NAME.h and libNAME.so (or .a, .o) into DIR")
+    export.add_argument("--target", metavar="TRIPLE", help="with --native: an LLVM target triple "
+                                                             "(default: this machine)")
+    export.add_argument("--cpu", metavar="CPU", help="with --native: the target's CPU (haswell, cortex-a72, ...)")
+    kind = export.add_mutually_exclusive_group()
+    kind.add_argument("--static", dest="kind", action="store_const", const="static", default="shared",
+                      help="with --native: libNAME.a instead of libNAME.so")
+    kind.add_argument("--object", dest="kind", action="store_const", const="object",
+                      help="with --native: NAME.o instead of libNAME.so")
+    export.add_argument("--methods", metavar="M,...", help="with --native: the methods to export (default: "
+                                                          "value,vjp,jvp,jacobian,hvp where the kernel has them)")
     export.set_defaults(run=_export)
     return parser
 
@@ -237,6 +251,10 @@ def _export(arguments) -> int:
     from .build import load
     from .export import write_export
     kernel = load(arguments.name, cache=arguments.cache)
+    if arguments.native is not None:
+        return _export_native(kernel, arguments)
+    if arguments.target or arguments.cpu or arguments.methods or arguments.kind != "shared":
+        raise UsageError("--target, --cpu, --static, --object and --methods go with --native DIR.")
     try:
         path = write_export(kernel, arguments.output)
     except OSError as exc:
@@ -244,4 +262,17 @@ def _export(arguments) -> int:
                          f"directory you can write to.") from None
     print(f"wrote {path}: `import {path.stem}; {path.stem}.kernel(...)`, {path.stem}.vjp(...), ... "
           f"(needs only NumPy and Numba)")
+    return 0
+
+
+def _export_native(kernel, arguments) -> int:
+    from .native_build import export_native
+    methods = None if arguments.methods is None else [m.strip() for m in arguments.methods.split(",") if m.strip()]
+    try:
+        done = export_native(kernel, arguments.native, methods=methods, target=arguments.target, cpu=arguments.cpu,
+                             kind=arguments.kind)
+    except (OSError, RuntimeError) as exc:
+        raise UsageError(f"cannot export {arguments.name} to {arguments.native}: {exc}") from None
+    print(f"wrote {done.header} and {done.library} for {done.target} ({', '.join(done.methods)}) in "
+          f"{done.seconds:.2f} s")
     return 0

@@ -131,6 +131,22 @@ def test_export_writes_a_module_that_runs_without_gradcomp_or_sympy(cache, tmp_p
     assert report["imported"] == []
 
 
+def test_export_native_writes_a_header_and_a_library_that_loads(cache, tmp_path, capsys):
+    from gradcomp.native import load
+    assert main(["export", "small", "--native", str(tmp_path / "lib"), "--methods", "value,vjp",
+                 "--cache", str(cache)]) == 0
+    assert "small.h" in capsys.readouterr().out
+    library = load(tmp_path / "lib" / "libsmall.so")
+    np.testing.assert_allclose(library(0.5, 1.0), 0.5 * np.sin(1.0))
+    assert "int small_vjp(const double *x, const double *y, const double *v, double *vjp_x, double *vjp_y);" in \
+        (tmp_path / "lib" / "small.h").read_text()
+
+
+def test_export_native_options_without_native_fail_with_a_message(cache, tmp_path, capsys):
+    assert main(["export", "small", "-o", str(tmp_path / "m.py"), "--static", "--cache", str(cache)]) == 1
+    assert "go with --native DIR" in capsys.readouterr().err
+
+
 def test_export_of_an_unknown_name_fails_with_a_message(cache, tmp_path, capsys):
     assert main(["export", "missing", "-o", str(tmp_path / "m.py"), "--cache", str(cache)]) == 1
     assert "no kernel named 'missing'" in capsys.readouterr().err
