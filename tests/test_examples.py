@@ -61,7 +61,15 @@ def check_pendulum(output: str) -> None:
     assert number_after(r"closed-loop max Re\(eig\)", output) < 0
 
 
+def check_native_ik(output: str) -> None:
+    assert re.search(r"C program: iterations \d+ error", output), output
+    assert number_after(r"C program: iterations \d+ error", output) < 1e-9
+    assert number_after(r"max \|q_C - q_Python\| =", output) < 1e-9
+    assert "Jacobian identical to the kernel's: True" in output
+
+
 CHECKS = {
+    "native_ik.py": check_native_ik,
     "bratu_newton.py": check_bratu,
     "n_link_pendulum.py": check_pendulum,
     "brusselator_2d.py": check_brusselator,
