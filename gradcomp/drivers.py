@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
-import hashlib
 import importlib.util
 import logging
 import os
@@ -282,6 +281,7 @@ def _wait_for_background_compiles() -> None:
 
 def source_key(source: str) -> str:
     """The hash of a generated module's text: its file name in the cache."""
+    import hashlib  # here: its import is a fifth of a native library's cold start
     return hashlib.sha256(source.encode()).hexdigest()[:32]
 
 

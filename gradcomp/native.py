@@ -13,8 +13,6 @@ import json
 import os
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
@@ -28,14 +26,14 @@ PIECE_BLOCKS = 64
 """A thread's piece of a batch holds at least this many blocks of lanes."""
 
 _STATUS = {1: "an argument is a null pointer", 2: "n < 0"}
-_pool: ThreadPoolExecutor | None = None
+_pool = None  # a concurrent.futures.ThreadPoolExecutor, made by the first large batch
 _pool_lock = threading.Lock()
 
 
 class NativeKernel(Kernel):
     """A Kernel whose methods run an exported library's functions.  ``source`` is the library's C header."""
 
-    def __init__(self, library: ctypes.CDLL, record: dict, path: Path):
+    def __init__(self, library: ctypes.CDLL, record: dict, path: str):
         methods = {name: MethodRecord(
             inputs=tuple((b, tuple(s)) for b, s in info["inputs"]),
             outputs=tuple((b, tuple(s)) for b, s in info["outputs"]),
@@ -47,7 +45,7 @@ class NativeKernel(Kernel):
                             deferred=(), gradcomp=record["gradcomp"])
         super().__init__(meta, record["header"], path=None)
         self.library_path = path
-        """The shared library's file."""
+        """The shared library's file (absolute; a str: pathlib's import would be a fifth of a cold start)."""
         self.target: str = record["triple"]
         self._library = library
         for name, method in self._methods.items():
@@ -64,7 +62,7 @@ class NativeKernel(Kernel):
     def __repr__(self) -> str:
         args = ", ".join(f"{n}: {s}" for n, s in self._arguments)
         return (f"<gradcomp.native.NativeKernel {self.name}({args}) -> {self.out_shape} {self.dtype}, "
-                f"methods {', '.join(self._methods)}, {self.library_path.name} for {self.target}>")
+                f"methods {', '.join(self._methods)}, {os.path.basename(self.library_path)} for {self.target}>")
 
     def precompile(self, methods=None, parallel: bool = True) -> None:
         """Nothing to compile: the library is machine code."""
@@ -77,7 +75,8 @@ class NativeKernel(Kernel):
         method = self._methods.get(name)
         if method is None:
             exported = ", ".join(self._methods)
-            raise ValueError(f"the library {self.library_path.name} does not export {name!r}; it has {exported} "
+            file = os.path.basename(self.library_path)
+            raise ValueError(f"the library {file} does not export {name!r}; it has {exported} "
                              f"(export_native(..., methods=[...]) chooses).")
         return method
 
@@ -85,36 +84,37 @@ class NativeKernel(Kernel):
         raise ValueError("a native kernel has no generated Python module")
 
     def __reduce__(self):
-        return load, (str(self.library_path),)
+        return load, (self.library_path,)
 
 
 def load(path, name: str | None = None) -> NativeKernel:
     """The kernel of the shared library at ``path`` (``libNAME.so`` from ``export_native(..., kind="shared")``).
 
     ``name``: the C prefix, when the file was renamed (default: ``NAME`` from ``libNAME.so``)."""
-    path = Path(path).resolve()
-    if not path.is_file():
+    path = os.path.realpath(os.fspath(path))
+    if not os.path.isfile(path):
         raise FileNotFoundError(f"no library at {path}: give the path of the libNAME.so that export_native wrote.")
+    file = os.path.basename(path)
     if name is None:
-        match = re.fullmatch(r"lib(\w+)\.(so|dylib)|(\w+)\.dll", path.name)
+        match = re.fullmatch(r"lib(\w+)\.(so|dylib)|(\w+)\.dll", file)
         if match is None:
-            raise ValueError(f"cannot tell the kernel's C prefix from the file name {path.name!r}; pass name='...' "
+            raise ValueError(f"cannot tell the kernel's C prefix from the file name {file!r}; pass name='...' "
                              f"(the prefix of its functions, as in NAME.h).")
         name = match.group(1) or match.group(3)
     try:
-        library = ctypes.CDLL(str(path))
+        library = ctypes.CDLL(path)
     except OSError as exc:
         raise ValueError(f"cannot load {path} as a shared library ({exc}); export it with kind='shared' for this "
                          f"machine's target.") from None
     try:
         describe = getattr(library, f"{name}_record")
     except AttributeError:
-        raise ValueError(f"{path.name} has no function {name}_record: it is not a gradcomp library with the C "
+        raise ValueError(f"{file} has no function {name}_record: it is not a gradcomp library with the C "
                          f"prefix {name!r} (pass name= the prefix its header uses).") from None
     describe.restype, describe.argtypes = ctypes.c_char_p, []
     record = json.loads(describe().decode())
     if record.get("format") != RECORD_FORMAT:
-        raise ValueError(f"{path.name} was written by gradcomp {record.get('gradcomp')} in record format "
+        raise ValueError(f"{file} was written by gradcomp {record.get('gradcomp')} in record format "
                          f"{record.get('format')}; this gradcomp reads format {RECORD_FORMAT}: export it again.")
     return NativeKernel(library, record, path)
 
@@ -216,7 +216,8 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _executor() -> ThreadPoolExecutor:
+def _executor():
+    from concurrent.futures import ThreadPoolExecutor  # here: 3 ms of a cold start that no point call needs
     global _pool
     with _pool_lock:
         if _pool is None:

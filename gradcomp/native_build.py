@@ -66,6 +66,13 @@ _C_KEYWORDS = frozenset(
     "bool true false".split())
 
 
+ONE_CORE_ABOVE = 10_000
+"""Instructions of a method above which its point function runs the batch core on one point: a second core,
+scalar, would double what LLVM optimizes and emits (LJ-48's value and vjp: 9.7 -> 18 s) for a point call
+about 1.4x faster.  Below it the point function has a scalar core of its own.  Either gives the single-point
+core's results bit for bit (a block's lanes do: tests/test_simd.py)."""
+
+
 class NativeMethod(NamedTuple):
     """One exported method: the C functions ``symbol`` and ``symbol_batch``."""
 
@@ -318,53 +325,62 @@ def module_text(plan: NativePlan, target_machine=None) -> str:
         module.data_layout = str(target_machine.target_data)
     for method in plan.methods:
         program = _parse(method.code)
-        core = _function(context, module, f"{method.symbol}_core", program, numba_type)
-        block = (core if method.lanes == 1 else
-                 _function(context, module, f"{method.symbol}_block{method.lanes}", program, numba_type, method.lanes))
-        _entry(module, method.symbol, program, core, 1, scalar_type, batch=False)
-        _entry(module, f"{method.symbol}_batch", program, block, method.lanes, scalar_type, batch=True)
+        core = _function(context, module, f"{method.symbol}_block{method.lanes}", program, numba_type, method.lanes)
+        batch = _entry(module, f"{method.symbol}_batch", program, core, method.lanes, scalar_type)
+        if method.lanes == 1 or len(program.lines) > ONE_CORE_ABOVE:
+            _point_entry(module, method.symbol, batch)
+        else:
+            scalar = _function(context, module, f"{method.symbol}_core", program, numba_type)
+            one = _entry(module, f"{method.symbol}_one", program, scalar, 1, scalar_type)
+            one.linkage = "internal"  # inlined into the point function, not part of the ABI
+            _point_entry(module, method.symbol, one)
     _record_function(module, plan)
     return str(module)
 
 
-def _entry(module, symbol, program, core, width, scalar_type, batch: bool) -> None:
-    """``int symbol([int64_t n,] const T *in..., T *out...)``: checks, then the core on one point or a loop
-    of blocks over ``n`` points (``gradcomp.ir.call_block``, the serial driver's loop)."""
+def _entry(module, symbol, program, core, width, scalar_type):
+    """``int symbol(int64_t n, const T *in..., T *out...)``: checks, then a loop of blocks over ``n`` points
+    (``gradcomp.ir.call_block``, the serial driver's loop)."""
     from llvmlite import ir
     from numba.core import cgutils
 
-    from .ir import call_block, call_core
+    from .ir import call_block
     int32, int64 = ir.IntType(32), ir.IntType(64)
     n_blocks = len(program.input_sizes) + len(program.output_sizes)
-    parameters = [int64] * batch + [scalar_type.as_pointer()] * n_blocks
-    function = ir.Function(module, ir.FunctionType(int32, parameters), symbol)
+    function = ir.Function(module, ir.FunctionType(int32, [int64] + [scalar_type.as_pointer()] * n_blocks), symbol)
     function.attributes.add("nounwind")
     builder = ir.IRBuilder(function.append_basic_block("entry"))
-    pointers = list(function.args[1:] if batch else function.args)
+    count, pointers = function.args[0], list(function.args[1:])
     status = {name: ir.Constant(int32, value) for name, value, _ in STATUS}
-    if batch:
-        count = function.args[0]
-        with builder.if_then(builder.icmp_signed("<", count, ir.Constant(int64, 0)), likely=False):
-            builder.ret(status["NEGATIVE_COUNT"])
-        with builder.if_then(builder.icmp_signed("==", count, ir.Constant(int64, 0)), likely=False):
-            builder.ret(status["OK"])
+    with builder.if_then(builder.icmp_signed("<", count, ir.Constant(int64, 0)), likely=False):
+        builder.ret(status["NEGATIVE_COUNT"])
+    with builder.if_then(builder.icmp_signed("==", count, ir.Constant(int64, 0)), likely=False):
+        builder.ret(status["OK"])
     null = ir.Constant(ir.IntType(1), 0)
     for pointer in pointers:
         null = builder.or_(null, builder.icmp_unsigned("==", pointer, ir.Constant(pointer.type, None)))
     with builder.if_then(null, likely=False):
         builder.ret(status["NULL_POINTER"])
     n_in = len(program.input_sizes)
-    if batch:
-        step = ir.Constant(int64, 1)
-        blocks = builder.sdiv(builder.add(count, ir.Constant(int64, width - 1)), ir.Constant(int64, width))
-        with cgutils.for_range(builder, blocks) as loop:
-            start = builder.mul(loop.index, ir.Constant(int64, width))
-            call_block(builder, core, program, width, scalar_type, start, count,
-                       [(p, step) for p in pointers[:n_in]], pointers[n_in:])
-    else:
-        zero = ir.Constant(int64, 0)
-        call_core(builder, core, program, zero, [(p, zero) for p in pointers[:n_in]], pointers[n_in:])
+    step = ir.Constant(int64, 1)
+    blocks = builder.sdiv(builder.add(count, ir.Constant(int64, width - 1)), ir.Constant(int64, width))
+    with cgutils.for_range(builder, blocks) as loop:
+        start = builder.mul(loop.index, ir.Constant(int64, width))
+        call_block(builder, core, program, width, scalar_type, start, count,
+                   [(p, step) for p in pointers[:n_in]], pointers[n_in:])
     builder.ret(status["OK"])
+    return function
+
+
+def _point_entry(module, symbol, batch) -> None:
+    """``int symbol(const T *in..., T *out...)``: the batch function on one point (not inlined: one copy of
+    the core in the library)."""
+    from llvmlite import ir
+    function = ir.Function(module, ir.FunctionType(batch.type.pointee.return_type, batch.type.pointee.args[1:]),
+                           symbol)
+    function.attributes.add("nounwind")
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    builder.ret(builder.call(batch, [ir.Constant(ir.IntType(64), 1), *function.args]))
 
 
 def record_json(plan: NativePlan) -> str:
