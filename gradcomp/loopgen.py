@@ -72,7 +72,17 @@ def wrap(v, m):
         v += m
         if v < 0:
             return v % m
-    return v'''
+    return v
+
+
+def wrap_numpy(v, m):
+    """``wrap`` on arrays of indices, for the NumPy pattern of a box."""
+    return np.mod(v, m) if m else np.zeros_like(v)
+
+
+def wrap_python(v, m):
+    """``wrap`` for the plain-Python corner checks (an empty period gives 0, as Numba's division by zero)."""
+    return v % m if m else 0'''
 
 
 class Module:
@@ -219,17 +229,29 @@ def _check(model, stage, p) -> list[str]:
     params = [*model.sizes, *[f"A{k}" for k in range(len(model.arguments))]]
     lines = ['@njit(cache=CACHE, nogil=True, error_model="numpy")', f"def {p}_check({', '.join(params)}):"]
 
-    def tests(kinds):
+    def tests(kinds, wrap="wrap("):
         out = []
         for number, check in enumerate(stage.checks):
             if check.gather in kinds:
-                out += [f"v = {check.index}", f"if v < 0 or v >= {check.extent}:", f"    return {number}, v"]
+                out += [f"v = {check.index.replace('wrap(', wrap)}", f"if v < 0 or v >= {check.extent}:",
+                        f"    return {number}, v"]
         return out
 
-    if not stage.checks:
-        return lines + ["    return -1, 0", "", ""]
+    if not stage.checks:  # plain Python: nothing to compile (a Numba function costs 0.1-0.4 s of a first call)
+        return [f"def {p}_check({', '.join(params)}):", '    """Every index proved inside its array."""',
+                "    return -1, 0", "", ""]
     if not stage.loops:
         return lines + _indent(tests((False, True)), 1) + ["    return -1, 0", "", ""]
+    if (all(_of_sizes(text) for lp in stage.loops for text in (lp.lo, lp.hi))
+            and all(not c.gather and _affine_or_wrapped(c.index) for c in stage.checks)):
+        # A box of loops and indices affine in them: each index is extreme at a corner of the box, so
+        # the corners are all there is to check, in plain Python (nothing to compile).  A wrapped index
+        # is inside its period whenever that is not empty, so a corner checks it too.
+        empty = " or ".join(f"({lp.hi}) < ({lp.lo})" for lp in stage.loops)
+        corners = [f"{'    ' * depth}for {lp.index} in ({lp.lo}, {lp.hi}):" for depth, lp in enumerate(stage.loops)]
+        return [lines[1], '    """Each index at the corners of the loops\' box."""', f"    if {empty}:",
+                "        return -1, 0", *_indent(corners, 1),
+                *_indent(tests((False,), "wrap_python("), len(stage.loops) + 1), "    return -1, 0", "", ""]
     last = stage.loops[-1]
     outer = _indent(_loop_header(stage, False, len(stage.loops) - 1), 1)
     depth = len(stage.loops)
@@ -250,14 +272,17 @@ def _bounds(model, stage, p) -> list[str]:
     least = _spread(model, stage)
     lines = ['@njit(cache=CACHE, nogil=True, error_model="numpy")', f"def {p}_bounds({', '.join(params)}):",
              f'    """Chunk boundaries: about {TERMS_PER_CHUNK} terms, at least {least} row(s) each."""']
-    if not stage.loops:
-        return lines + ["    BND = np.empty(2, np.int64)", "    BND[0] = 0", "    BND[1] = 1", "    return BND", "", ""]
+    if not stage.loops:  # plain Python: nothing to compile
+        return [f"def {p}_bounds({', '.join(params)}):",
+                '    """One chunk: the single term."""', "    return np.arange(2, dtype=np.int64)", "", ""]
     first = stage.loops[0]
     count = f"{p}_count({', '.join(params)}"
     lines += [f"    lo, hi = {first.lo}, {first.hi}", "    if hi < lo:", "        BND = np.empty(1, np.int64)",
               "        BND[0] = lo", "        return BND",
               f"    least = {least}"]
     triangular = any(re.search(rf"\b{first.index}\b", lp.lo + lp.hi) for lp in stage.loops[1:])
+    if all(_of_sizes(text) for lp in stage.loops for text in (lp.lo, lp.hi)):
+        return _bounds_closed_form(stage, p, params, least)
     if not triangular:
         return lines + [f"    per = {count}, lo, lo + 1)",
                         f"    length = max(least, {TERMS_PER_CHUNK} // max(1, per))",
@@ -272,6 +297,31 @@ def _bounds(model, stage, p) -> list[str]:
                     "    if BND[chunks] <= hi:",
                     "        if chunks == 0 or hi + 1 - BND[chunks] >= least:", "            chunks += 1",
                     "        BND[chunks] = hi + 1", "    return BND[:chunks + 1].copy()", "", ""]
+
+
+def _affine_or_wrapped(text: str) -> bool:
+    """Python text of an index affine in loop indices and sizes, or such an index wrapped by a size."""
+    wrapped = re.fullmatch(r"wrap\((.*), (N\d+)\)", text)
+    return re.fullmatch(r"[\sNi\d()+\-*]*", wrapped.group(1) if wrapped else text) is not None
+
+
+def _of_sizes(text: str) -> bool:
+    """Python text of integers and sizes only (no loop index, no argument)."""
+    return re.fullmatch(r"[\sN\d()+\-*/%]*", text) is not None
+
+
+def _bounds_closed_form(stage: Stage, p: str, params: list[str], least: int) -> list[str]:
+    """``_bounds`` of a box (every range from the sizes alone) in plain Python: the same chunks as the
+    Numba scan would cut, without a Numba function to compile on a kernel's first call."""
+    first, inner = stage.loops[0], stage.loops[1:]
+    per = " * ".join(f"max(0, ({lp.hi}) - ({lp.lo}) + 1)" for lp in inner) or "1"
+    return [f"def {p}_bounds({', '.join(params)}):",
+            f'    """Chunk boundaries: about {TERMS_PER_CHUNK} terms, at least {least} row(s) each (closed form)."""',
+            f"    lo, hi = {first.lo}, {first.hi}", "    if hi < lo:", "        return np.full(1, lo, np.int64)",
+            f"    length = max({least}, {TERMS_PER_CHUNK} // max(1, {per}))",
+            "    chunks = max(1, (hi - lo + 1) // length)",
+            "    BND = lo + length * np.arange(chunks + 1, dtype=np.int64)", "    BND[chunks] = hi + 1",
+            "    return BND", "", ""]
 
 
 def _plan(model, stage) -> dict:
@@ -378,13 +428,11 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
             f"def {p}_{mode}({', '.join([*params, 'BND'])}):", f'    """Stage {p}: its terms\' {kind}."""',
             "    NC = BND.size - 1"]
     if mode in "FJ":
-        lines = head + (["    PART = np.zeros(NC)"] if constant else [])
-        lines += ["    for ch in prange(NC):", *_indent([*buffers, *terms], 2)]
-        if constant:
-            lines.append("        PART[ch] = acc")
-            lines += ["    total = 0.0", "    for ch in range(NC):", "        total += PART[ch]",
-                      f"    {target}[{stage.position}] += total"]
-        return _with_serial_twin(lines, p, mode)
+        buffers = [b for b in buffers if b != "acc = 0.0"]
+        per_chunk = ["acc = 0.0", *terms, "PART[ch] = acc"] if constant else terms
+        total = ["    total = 0.0", "    for ch in range(NC):", "        total += PART[ch]",
+                 f"    {target}[{stage.position}] += total"] if constant else []
+        return _chunked(p, mode, [*params, "BND"], buffers, per_chunk, kind, total)
 
     # R/H: a unit is one chunk, or (with private copies) a group of chunks, run serially
     copies = [f"C{j}" for j in range(len(copied))]
@@ -408,13 +456,19 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
                   "    for u in range(alone, units):", f"        {call}"]
     else:
         lines += ["    for u in prange(units):", f"        {call}"]
+    # The serial twin in plain Python around the compiled unit (a Numba function of its own cost a first
+    # call 0.2-0.5 s): the same units in the same order, and copies added in copy order, so the same bits.
+    serial = [f"def {p}_{mode}_serial({', '.join([*params, 'BND'])}):",
+              f'    """Stage {p}: its terms\' {kind}, on the calling thread (plain Python around the unit)."""',
+              *[line.replace("prange(", "range(") for line in lines[3:]]]
     for j, source in enumerate(copied):
         into = f"{prefix}{source}"
         lines += [f"    for block in prange(({into}.size + {REDUCE_BLOCK - 1}) // {REDUCE_BLOCK}):",
                   f"        e0, e1 = block * {REDUCE_BLOCK}, min({into}.size, (block + 1) * {REDUCE_BLOCK})",
                   "        for g in range(units):", "            for e in range(e0, e1):",
                   f"                {into}[e] += C{j}[g, e]"]
-    return [*unit, *_with_serial_twin(lines, p, mode)]
+        serial += ["    for g in range(units):", f"        {into} += C{j}[g]"]
+    return [*unit, *lines, "", "", *serial, "", ""]
 
 
 def _with_serial_twin(lines: list[str], p: str, mode: str) -> list[str]:
@@ -425,6 +479,30 @@ def _with_serial_twin(lines: list[str], p: str, mode: str) -> list[str]:
     serial = ['@njit(cache=CACHE, nogil=True, error_model="numpy")',
               lines[1].replace(f"def {p}_{mode}(", f"def {p}_{mode}_serial(", 1), *lines[2:]]
     return [*lines, "", "", *serial, "", ""]
+
+
+def _chunked(p: str, mode: str, params: list[str], buffers: list[str], per_chunk: list[str], kind: str,
+             total: list[str] = ()) -> list[str]:
+    """A driver over chunks that share nothing (but a sum's partial result per chunk, into ``PART`` when
+    ``total`` adds them up): ``<p>_<mode>_unit`` runs chunks first .. last - 1; the parallel driver one
+    chunk per ``prange`` iteration; its serial twin, plain Python with nothing more to compile (a Numba
+    function of its own costs a first call 0.2-0.5 s), all of them in one call.  Both add the partial
+    results in chunk order: the same bits."""
+    part = ["PART"] if total else []
+    args = ", ".join(params)
+    allocate = ["    PART = np.zeros(NC)"] if total else []
+    unit = ['@njit(cache=CACHE, nogil=True, error_model="numpy")',
+            f"def {p}_{mode}_unit({', '.join([*params, 'first', 'last', *part])}):",
+            f'    """Stage {p}: the {kind} of chunks first .. last - 1."""', *_indent(buffers, 1),
+            "    for ch in range(first, last):", *_indent(per_chunk, 2)]
+    parallel = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")', f"def {p}_{mode}({args}):",
+                f'    """Stage {p}: its terms\' {kind}."""', "    NC = BND.size - 1", *allocate,
+                "    for ch in prange(NC):", f"        {p}_{mode}_unit({', '.join([args, 'ch', 'ch + 1', *part])})",
+                *total]
+    serial = [f"def {p}_{mode}_serial({args}):",
+              f'    """Stage {p}: its terms\' {kind}, on the calling thread (plain Python around the unit)."""',
+              "    NC = BND.size - 1", *allocate, f"    {p}_{mode}_unit({', '.join([args, '0', 'NC', *part])})", *total]
+    return [*unit, "", "", *parallel, "", "", *serial, "", ""]
 
 
 def _sparse_slots(model, stage) -> list[tuple[int, Slot]]:
@@ -447,23 +525,30 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str]) -> 
     KS = len(sparse)
     sizes_args = [*model.sizes, *[f"A{k}" for k in range(len(model.arguments))]]
     count = f"{p}_count({', '.join(sizes_args)}, BND[ch], BND[ch + 1])"
-    lines = ['@njit(cache=CACHE, nogil=True, error_model="numpy")',
-             f"def {p}_offsets({', '.join([*sizes_args, 'BND'])}):",
-             '    """Terms before each chunk (and all of them, last)."""', "    NC = BND.size - 1",
-             "    OFF = np.empty(NC + 1, np.int64)", "    OFF[0] = 0", "    for ch in range(NC):",
-             f"        OFF[ch + 1] = OFF[ch] + {count}", "    return OFF", "", ""]
+    if all(_of_sizes(text) for lp in stage.loops for text in (lp.lo, lp.hi)):
+        # a box (or a single term): each row of the outermost loop has the same count, in plain Python
+        per = " * ".join(f"max(0, ({lp.hi}) - ({lp.lo}) + 1)" for lp in stage.loops[1:]) or "1"
+        lines = [f"def {p}_offsets({', '.join([*sizes_args, 'BND'])}):",
+                 '    """Terms before each chunk (and all of them, last): rows times the terms per row."""',
+                 "    OFF = np.zeros(BND.size, np.int64)", f"    np.cumsum(np.diff(BND) * ({per}), out=OFF[1:])",
+                 "    return OFF", "", ""]
+    else:
+        lines = ['@njit(cache=CACHE, nogil=True, error_model="numpy")',
+                 f"def {p}_offsets({', '.join([*sizes_args, 'BND'])}):",
+                 '    """Terms before each chunk (and all of them, last)."""', "    NC = BND.size - 1",
+                 "    OFF = np.empty(NC + 1, np.int64)", "    OFF[0] = 0", "    for ch in range(NC):",
+                 f"        OFF[ch + 1] = OFF[ch] + {count}", "    return OFF", "", ""]
     chunk = ["c_lo = BND[ch]", "c_hi = BND[ch + 1]"] if stage.loops else []
     depth = len(stage.loops)
-    head = ["    NC = BND.size - 1", "    for ch in prange(NC):"]
     # pattern
     per_term = [f"ROW[t] = {stage.position}", *[f"COL[t * {KS} + {j}] = {slot.flat}" for j, (_, slot) in
                                                  enumerate(sparse)], "t += 1"]
     body = ["t = OFF[ch]", *chunk, *_loop_header(stage, True), *_indent(per_term, depth)]
-    pattern = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")',
-               f"def {p}_P({', '.join([*sizes_args, 'BND', 'OFF', 'ROW', 'COL'])}):",
-               f'    """Stage {p}: each term\'s row and its {KS} entries\' columns."""', *head,
-               *_indent(body, 2)]
-    lines += _with_serial_twin(pattern, p, "P")
+    lines += _chunked(p, "P", [*sizes_args, "BND", "OFF", "ROW", "COL"], [], body,
+                      f"rows and their {KS} entries' columns")
+    if all(_of_sizes(text) for lp in stage.loops for text in (lp.lo, lp.hi)):
+        serial_at = next(n for n, line in enumerate(lines) if line.startswith(f"def {p}_P_serial("))
+        lines = [*lines[:serial_at], *_pattern_of_box(stage, p, sizes_args, sparse)]
     K = len(stage.slots)
     gather = [f"S[c, {k}] = {_read(slot, '')}" for k, slot in enumerate(stage.slots)] + ["c += 1"]
     for mode in ("S", "SH"):
@@ -482,15 +567,32 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str]) -> 
                           f"    D[t, {kc}] = 0.0", f"    e = (tb + t) * {per} + {column}",
                           *[f"    DATA[POS[e + {j * KS}]] += G[t, {k}]" for j, (k, _) in enumerate(sparse)]]
         flush += ["tb += c", "c = 0"]
-        body = [*buffers, "c = 0", "tb = OFF[ch]", *chunk, *_loop_header(stage, True),
+        body = ["c = 0", "tb = OFF[ch]", *chunk, *_loop_header(stage, True),
                 *_indent([*gather, "if c == L:", *_indent(flush, 1)], depth), *flush]
         what = "partial derivatives" if mode == "S" else "second partial derivatives"
-        driver = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")',
-                  f"def {p}_{mode}({', '.join([*base, 'BND', 'OFF', 'POS', 'DATA'])}):",
-                  f'    """Stage {p}: each term\'s {what}, added into DATA at their positions POS."""', *head,
-                  *_indent(body, 2)]
-        lines += _with_serial_twin(driver, p, mode)
+        lines += _chunked(p, mode, [*base, "BND", "OFF", "POS", "DATA"], buffers, body,
+                          f"{what}, added into DATA at their positions POS")
     return lines
+
+
+def _pattern_of_box(stage: Stage, p: str, sizes_args: list[str], sparse) -> list[str]:
+    """``P``'s serial twin for a box of loops, in NumPy (nothing to compile): the loop indices as
+    broadcast grids, each row and column expression evaluated on them at once, in the nest's order."""
+    grids = [f"    {lp.index} = np.arange({'BND[0]' if depth == 0 else lp.lo}, "
+             f"{'BND[-1]' if depth == 0 else f'({lp.hi}) + 1'}, dtype=np.int64)"
+             f".reshape({', '.join('-1' if d == depth else '1' for d in range(len(stage.loops)))})"
+             for depth, lp in enumerate(stage.loops)]
+    shape = f"({', '.join(f'{lp.index}.size' for lp in stage.loops)}{',' * (len(stage.loops) == 1)})"
+    KS = len(sparse)
+
+    def whole(text):
+        return f"np.broadcast_to(np.asarray({text.replace('wrap(', 'wrap_numpy(')}, np.int64), SHAPE).reshape(-1)"
+
+    return [f"def {p}_P_serial({', '.join([*sizes_args, 'BND', 'OFF', 'ROW', 'COL'])}):",
+            f'    """Stage {p}: its terms\' rows and their {KS} entries\' columns, in NumPy over the box."""',
+            "    if OFF[-1] == 0:", "        return", *grids, f"    SHAPE = {shape}",
+            f"    ROW[:] = {whole(stage.position)}", f"    COL2 = COL.reshape(-1, {KS})",
+            *[f"    COL2[:, {j}] = {whole(slot.flat)}" for j, (_, slot) in enumerate(sparse)], "", ""]
 
 
 def _unit_range(grouped: bool) -> tuple[str, str]:

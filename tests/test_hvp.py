@@ -10,8 +10,10 @@ import sympy as sp
 import gradcomp as gc
 
 torch = pytest.importorskip("torch")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from suite import CASES  # noqa: E402
+# The repository root, never benchmarks/ itself: its module names (sparse, timing) shadow installed packages
+# in this process and in every worker it spawns.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.suite import CASES  # noqa: E402
 
 x = sp.symbols("x0:4")
 ROSENBROCK = sum(100 * (x[i + 1] - x[i] ** 2) ** 2 + (1 - x[i]) ** 2 for i in range(3))

@@ -247,6 +247,23 @@ def test_out_of_bounds_gather_raises_before_writing():
     assert out == 7.0
 
 
+def test_an_affine_index_past_a_shorter_array_raises_at_call_time():
+    """Box loops over one size reading an array of another: the index is checked where it is extreme."""
+    y = sp.IndexedBase("y", shape=(m,))
+    kernel = gc.compile(sp.Sum(sp.Sum(x[i] * y[i + j], (j, 0, 1)), (i, 0, n - 1)), [x, y], cache=False)
+    assert kernel(np.ones(3), np.ones(4)) == 6.0
+    with pytest.raises(IndexError, match="'y'.*is 4, outside 0 .. m - 1"):
+        kernel.grad(np.ones(4), np.ones(4))
+
+
+def test_a_periodic_index_into_an_empty_array_raises():
+    y = sp.IndexedBase("y", shape=(m,))
+    kernel = gc.compile(sp.Sum(x[i] * y[sp.Mod(i + 1, m)], (i, 0, n - 1)), [x, y], cache=False)
+    assert kernel(np.ones(3), np.arange(2.0)) == 2.0  # y[1] + y[0] + y[1]
+    with pytest.raises(IndexError, match="'y'"):
+        kernel(np.ones(3), np.zeros(0))
+
+
 def test_size_mismatch_names_the_size_and_both_values():
     A = sp.IndexedBase("A", shape=(n, n))
     kernel = gc.compile(sp.Sum(A[i, i] * x[i], (i, 0, n - 1)), [A, x], cache=False)
