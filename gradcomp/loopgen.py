@@ -63,7 +63,8 @@ BODY_METHODS = ("forward", "vjp", "jvp", "vjp_jvp")
 WRAP = '''@njit(cache=CACHE, nogil=True, error_model="numpy")
 def wrap(v, m):
     """Python's v % m (sp.Mod), without a division when v is within one period of 0 .. m - 1 (periodic
-    neighbours i - 1, i + 1): an integer division costs more than the rest of a stencil term."""
+    neighbours i - 1, i + 1): an integer division costs more than the rest of a stencil term.  Inlined
+    by Numba into each loop (a call per index cost a 2-D stencil term 30%)."""
     if v >= m:
         v -= m
         if v >= m:
@@ -132,12 +133,13 @@ def _header(model: LoopModel, meta: LoopRecord) -> str:
                      f"{ops['forward']} ops/term (vjp {ops['vjp']})")
         lines.append(f"        {text}")
     lines += ["Each body is a straight-line program of the values (slots) a term reads, run on",
-              "blocks of terms in vector lanes; derivatives are the body's own, added per slot.",
+              "blocks of terms in vector lanes (bodies of arithmetic only: scalar statements in the",
+              "loops); derivatives are the body's own, added per slot.",
               f"Key {meta.key}, gradcomp {meta.gradcomp}.", '"""',
-              "import numpy as np", "from numba import njit, prange", "",
+              "import math", "", "import numpy as np", "from numba import njit, prange", "",
               "from gradcomp.ir import block, lanes", "from gradcomp.record import LoopRecord", "",
               "# Numba caches machine code only for functions of a module that lives in a file.",
-              'CACHE = "__file__" in globals()', "",
+              'CACHE = "__file__" in globals()', "", "f32 = np.float32  # the casts of float32 statements", "",
               f'LANES = lanes("{model.dtype}")', "", f"META = {meta!r}", "",
               f"L = {TERMS_PER_BLOCK}", f"DTYPE = np.{model.dtype}",
               "EMPTY = np.zeros(0, DTYPE)", "", "", *WRAP.splitlines(), "", ""]
@@ -171,6 +173,9 @@ def _stage_source(model: LoopModel, number: int, stage: Stage, printer) -> tuple
             lines += [f"#   {line}" for line in body]
             lines += [f"#   out {b.name} = [{', '.join(printer(o) for o in b.operands)}]" for b in program.outputs]
         lines.append(f'{p}_{method}_CODE = """{instructions(program)}"""')
+    inline = _inline_bodies(programs, printer, stage)
+    if inline:
+        lines.append(f"# {' and '.join(inline)}: arithmetic only, inlined into the loops as scalar statements")
     width = len(stage.slots) * 3 + 2
     lines.append(f"{p}_W = LANES if {width} <= {VECTOR_ROW_MAX} else 1")
     for method in programs:
@@ -179,7 +184,7 @@ def _stage_source(model: LoopModel, number: int, stage: Stage, printer) -> tuple
     names = _names(model)
     lines += _count(model, stage, p) + _check(model, stage, p) + _bounds(model, stage, p)
     for mode in "FJRH":
-        lines += _driver(model, stage, p, mode, names[mode])
+        lines += _driver(model, stage, p, mode, names[mode], inline)
     lines += _sparse_drivers(model, stage, p, names["F"])
     return "\n".join(lines), ops
 
@@ -353,7 +358,31 @@ def _has_tangent(model, source) -> bool:
     return source.startswith("T") or (source.startswith("A") and int(source[1:]) in model.wrt)
 
 
-def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]) -> list[str]:
+INLINE_OPS = frozenset({"load", "store", "const", "add", "sub", "mul", "div", "neg"})
+"""Bodies of these operations only run as scalar statements inside the loops: with nothing for the vector
+math to do, the gather into slot buffers and the core call cost more than the arithmetic (a 2-D stencil:
+5x), and the core is one function less to compile."""
+_UNIT_NAMES = re.compile(r"c|ch|t|u|b|e|acc|first|last|BND|PART|S|O|P|V|G|FL|DV|G2|D|c_lo|c_hi|[NAiCY]\d*|[bdh]\w*")
+
+
+def _inline_bodies(programs, printer, stage: Stage) -> dict:
+    """Per body method (forward, vjp) of arithmetic only: (its inputs' names per block, its statements,
+    its first output's texts).  None of its names may be one of the loop unit's own."""
+    found = {}
+    for method in ("forward", "vjp"):
+        program = programs[method]
+        if {line.split()[1] for line in instructions(program).splitlines()[2:]} - INLINE_OPS:
+            continue
+        names = [[symbol.name for symbol in b.operands] for b in program.inputs]
+        statements = listing(program, printer)
+        if any(_UNIT_NAMES.fullmatch(name) for name in [*sum(names, []), *(a.target.name for a in
+                                                                             program.assignments)]):
+            continue
+        found[method] = (names, statements, [printer(o) for o in program.outputs[0].operands])
+    return found
+
+
+def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str], inline: dict) -> list[str]:
     """One driver; for ``R``/``H`` also the function that runs one unit of chunks (see ``_plan``)."""
     K = len(stage.slots)
     plan = _plan(model, stage) if mode in "RH" else {}
@@ -427,6 +456,23 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
     head = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")',
             f"def {p}_{mode}({', '.join([*params, 'BND'])}):", f'    """Stage {p}: its terms\' {kind}."""',
             "    NC = BND.size - 1"]
+    if mode == "F" and "forward" in inline:
+        names, statements, outputs = inline["forward"]
+        value = outputs[0]
+        if constant:
+            write = f"acc += {value}"
+        else:
+            write = f"{target}[{stage.position}] {'=' if stage.kind == 'write' else '+='} {value}"
+        per = [*(f"{name} = {_read(slot, '')}" for name, slot in zip(names[0], stage.slots)), *statements, write]
+        terms, buffers = [*chunk, *_loop_header(stage, True), *_indent(per, depth)], []
+    if mode == "R" and "vjp" in inline:
+        names, statements, outputs = inline["vjp"]
+        per = [*(f"{name} = {_read(slot, '')}" for name, slot in zip(names[0], stage.slots)),
+               f"{names[1][0]} = b{stage.target}[{stage.position}]", *statements]
+        for k, slot in scatter:
+            into = f"C{copied.index(slot.source)}[u, " if slot.source in copied else f"{prefix}{slot.source}["
+            per.append(f"{into}{slot.flat}] += {outputs[k]}")
+        terms, buffers = [*chunk, *_loop_header(stage, True), *_indent(per, depth)], []
     if mode in "FJ":
         buffers = [b for b in buffers if b != "acc = 0.0"]
         per_chunk = ["acc = 0.0", *terms, "PART[ch] = acc"] if constant else terms
