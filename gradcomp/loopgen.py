@@ -185,7 +185,7 @@ def _stage_source(model: LoopModel, number: int, stage: Stage, printer) -> tuple
     lines += _count(model, stage, p) + _check(model, stage, p) + _bounds(model, stage, p)
     for mode in "FJRH":
         lines += _driver(model, stage, p, mode, names[mode], inline)
-    lines += _sparse_drivers(model, stage, p, names["F"])
+    lines += _sparse_drivers(model, stage, p, names["F"], inline)
     return "\n".join(lines), ops
 
 
@@ -556,7 +556,7 @@ def _sparse_slots(model, stage) -> list[tuple[int, Slot]]:
     return [(k, slot) for k, slot in enumerate(stage.slots) if _has_tangent(model, slot.source)]
 
 
-def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str]) -> list[str]:
+def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str], inline: dict) -> list[str]:
     """Sparse Jacobians and Hessians, one entry per term and sparse slot (per pair of them for ``SH``):
 
     - ``offsets``: the terms before each chunk, so that chunks know where their entries start;
@@ -615,6 +615,12 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str]) -> 
         flush += ["tb += c", "c = 0"]
         body = ["c = 0", "tb = OFF[ch]", *chunk, *_loop_header(stage, True),
                 *_indent([*gather, "if c == L:", *_indent(flush, 1)], depth), *flush]
+        if mode == "S" and "vjp" in inline:  # the body's VJP with a cotangent of 1, as scalar statements
+            names, statements, outputs = inline["vjp"]
+            per_term = [*(f"{name} = {_read(slot, '')}" for name, slot in zip(names[0], stage.slots)),
+                        f"{names[1][0]} = DTYPE(1.0)", *statements, f"e = tb * {per}",
+                        *[f"DATA[POS[e + {j}]] += {outputs[k]}" for j, (k, _) in enumerate(sparse)], "tb += 1"]
+            body, buffers = ["tb = OFF[ch]", *chunk, *_loop_header(stage, True), *_indent(per_term, depth)], []
         what = "partial derivatives" if mode == "S" else "second partial derivatives"
         lines += _chunked(p, mode, [*base, "BND", "OFF", "POS", "DATA"], buffers, body,
                           f"{what}, added into DATA at their positions POS")
