@@ -366,10 +366,10 @@ _UNIT_NAMES = re.compile(r"c|ch|t|u|b|e|acc|first|last|BND|PART|S|O|P|V|G|FL|DV|
 
 
 def _inline_bodies(programs, printer, stage: Stage) -> dict:
-    """Per body method (forward, vjp) of arithmetic only: (its inputs' names per block, its statements,
-    its first output's texts).  None of its names may be one of the loop unit's own."""
+    """Per body method of arithmetic only: (its inputs' names per block, its statements, its outputs'
+    texts per block).  None of its names may be one of the loop unit's own."""
     found = {}
-    for method in ("forward", "vjp"):
+    for method in BODY_METHODS:
         program = programs[method]
         if {line.split()[1] for line in instructions(program).splitlines()[2:]} - INLINE_OPS:
             continue
@@ -378,7 +378,7 @@ def _inline_bodies(programs, printer, stage: Stage) -> dict:
         if any(_UNIT_NAMES.fullmatch(name) for name in [*sum(names, []), *(a.target.name for a in
                                                                              program.assignments)]):
             continue
-        found[method] = (names, statements, [printer(o) for o in program.outputs[0].operands])
+        found[method] = (names, statements, [[printer(o) for o in b.operands] for b in program.outputs])
     return found
 
 
@@ -456,9 +456,17 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
     head = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")',
             f"def {p}_{mode}({', '.join([*params, 'BND'])}):", f'    """Stage {p}: its terms\' {kind}."""',
             "    NC = BND.size - 1"]
+    if mode == "J" and "jvp" in inline:
+        names, statements, outputs = inline["jvp"]
+        reads = [f"{name} = {_read(slot, '')}" for name, slot in zip(names[0], stage.slots)]
+        reads += [f"{name} = {_read(slot, 'd') if _has_tangent(model, slot.source) else '0.0'}"
+                  for name, slot in zip(names[1], stage.slots)]
+        write = (f"acc += {outputs[0][0]}" if constant else
+                 f"{target}[{stage.position}] {'=' if stage.kind == 'write' else '+='} {outputs[0][0]}")
+        terms, buffers = [*chunk, *_loop_header(stage, True), *_indent([*reads, *statements, write], depth)], []
     if mode == "F" and "forward" in inline:
         names, statements, outputs = inline["forward"]
-        value = outputs[0]
+        value = outputs[0][0]
         if constant:
             write = f"acc += {value}"
         else:
@@ -471,7 +479,7 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
                f"{names[1][0]} = b{stage.target}[{stage.position}]", *statements]
         for k, slot in scatter:
             into = f"C{copied.index(slot.source)}[u, " if slot.source in copied else f"{prefix}{slot.source}["
-            per.append(f"{into}{slot.flat}] += {outputs[k]}")
+            per.append(f"{into}{slot.flat}] += {outputs[0][k]}")
         terms, buffers = [*chunk, *_loop_header(stage, True), *_indent(per, depth)], []
     if mode in "FJ":
         buffers = [b for b in buffers if b != "acc = 0.0"]
@@ -615,11 +623,21 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str], inl
         flush += ["tb += c", "c = 0"]
         body = ["c = 0", "tb = OFF[ch]", *chunk, *_loop_header(stage, True),
                 *_indent([*gather, "if c == L:", *_indent(flush, 1)], depth), *flush]
+        if mode == "SH" and "vjp_jvp" in inline:  # forward over reverse along each sparse slot, as statements
+            names, statements, outputs = inline["vjp_jvp"]
+            per_term = [*(f"{name} = {_read(slot, '')}" for name, slot in zip(names[0], stage.slots)),
+                        f"{names[1][0]} = DTYPE(1.0)", f"e = tb * {per}"]
+            for column, (kc, _) in enumerate(sparse):
+                per_term += [f"{name} = DTYPE({1.0 if k == kc else 0.0})" for k, name in enumerate(names[2])]
+                per_term += [*statements, *[f"DATA[POS[e + {column + j * KS}]] += {outputs[1][k]}"
+                                            for j, (k, _) in enumerate(sparse)]]
+            body = ["tb = OFF[ch]", *chunk, *_loop_header(stage, True), *_indent([*per_term, "tb += 1"], depth)]
+            buffers = []
         if mode == "S" and "vjp" in inline:  # the body's VJP with a cotangent of 1, as scalar statements
             names, statements, outputs = inline["vjp"]
             per_term = [*(f"{name} = {_read(slot, '')}" for name, slot in zip(names[0], stage.slots)),
                         f"{names[1][0]} = DTYPE(1.0)", *statements, f"e = tb * {per}",
-                        *[f"DATA[POS[e + {j}]] += {outputs[k]}" for j, (k, _) in enumerate(sparse)], "tb += 1"]
+                        *[f"DATA[POS[e + {j}]] += {outputs[0][k]}" for j, (k, _) in enumerate(sparse)], "tb += 1"]
             body, buffers = ["tb = OFF[ch]", *chunk, *_loop_header(stage, True), *_indent(per_term, depth)], []
         what = "partial derivatives" if mode == "S" else "second partial derivatives"
         lines += _chunked(p, mode, [*base, "BND", "OFF", "POS", "DATA"], buffers, body,

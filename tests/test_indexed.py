@@ -317,6 +317,37 @@ def test_an_arithmetic_body_runs_inline_and_matches_torch(dtype):
     np.testing.assert_allclose(kernel.grad(z.astype(dtype)), expected, rtol=tolerance, atol=tolerance)
 
 
+def test_an_inline_body_gives_jvp_and_dense_jacobian_like_torch():
+    y = sp.IndexedBase("y", shape=(n,))
+    r = sp.Idx("r", (1, n - 2))
+    equations = [sp.Eq(y[r], x[r - 1] * x[r + 1] - 2 * x[r] ** 3), sp.Eq(y[0], x[0]), sp.Eq(y[n - 1], x[n - 1])]
+    kernel = gc.compile(equations, [x], cache=False)
+    assert "inlined into the loops" in kernel.source
+    z, t = rng.random(9), rng.random(9)
+
+    def f(a):
+        return torch.cat([a[:1], a[:-2] * a[2:] - 2 * a[1:-1] ** 3, a[-1:]])
+    jac = torch.autograd.functional.jacobian(f, torch.tensor(z)).numpy()
+    np.testing.assert_allclose(kernel.jvp(z, t), jac @ t, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(kernel.jacobian(z), jac, rtol=1e-13, atol=1e-14)
+
+
+def test_sparse_hessian_of_an_inline_edge_energy_matches_torch():
+    """Springs with a quartic term on random edges (repeats included): arithmetic, so the Hessian's
+    values run inline."""
+    e = sp.IndexedBase("e", shape=(m, 2), integer=True)
+    d = x[e[k, 0]] - x[e[k, 1]]
+    kernel = gc.compile(sp.Sum(d ** 2 + d ** 4 / 4, (k, 0, m - 1)), [x, e], wrt=[0], cache=False)
+    assert "inlined into the loops" in kernel.source
+    z, edges = rng.random(12), rng.integers(0, 12, (40, 2))
+
+    def energy(a):
+        diff = a[edges[:, 0]] - a[edges[:, 1]]
+        return (diff ** 2 + diff ** 4 / 4).sum()
+    expected = torch.autograd.functional.hessian(energy, torch.tensor(z)).numpy()
+    np.testing.assert_allclose(kernel.hessian(z, edges, sparse=True).toarray(), expected, rtol=1e-13, atol=1e-13)
+
+
 def test_pickle_and_fresh_process_load(tmp_path):
     expr, args = chain_model()
     kernel = gc.compile(expr, args, cache=tmp_path, name="chain_indexed")
