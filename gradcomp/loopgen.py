@@ -63,8 +63,7 @@ BODY_METHODS = ("forward", "vjp", "jvp", "vjp_jvp")
 WRAP = '''@njit(cache=CACHE, nogil=True, error_model="numpy")
 def wrap(v, m):
     """Python's v % m (sp.Mod), without a division when v is within one period of 0 .. m - 1 (periodic
-    neighbours i - 1, i + 1): an integer division costs more than the rest of a stencil term.  Inlined
-    by Numba into each loop (a call per index cost a 2-D stencil term 30%)."""
+    neighbours i - 1, i + 1): an integer division costs more than the rest of a stencil term."""
     if v >= m:
         v -= m
         if v >= m:
@@ -247,7 +246,7 @@ def _check(model, stage, p) -> list[str]:
                 "    return -1, 0", "", ""]
     if not stage.loops:
         return lines + _indent(tests((False, True)), 1) + ["    return -1, 0", "", ""]
-    if (all(_of_sizes(text) for lp in stage.loops for text in (lp.lo, lp.hi))
+    if (_is_box(stage)
             and all(not c.gather and _affine_or_wrapped(c.index) for c in stage.checks)):
         # A box of loops and indices affine in them: each index is extreme at a corner of the box, so
         # the corners are all there is to check, in plain Python (nothing to compile).  A wrapped index
@@ -280,14 +279,14 @@ def _bounds(model, stage, p) -> list[str]:
     if not stage.loops:  # plain Python: nothing to compile
         return [f"def {p}_bounds({', '.join(params)}):",
                 '    """One chunk: the single term."""', "    return np.arange(2, dtype=np.int64)", "", ""]
+    if _is_box(stage):
+        return _bounds_closed_form(stage, p, params, least)
     first = stage.loops[0]
     count = f"{p}_count({', '.join(params)}"
     lines += [f"    lo, hi = {first.lo}, {first.hi}", "    if hi < lo:", "        BND = np.empty(1, np.int64)",
               "        BND[0] = lo", "        return BND",
               f"    least = {least}"]
     triangular = any(re.search(rf"\b{first.index}\b", lp.lo + lp.hi) for lp in stage.loops[1:])
-    if all(_of_sizes(text) for lp in stage.loops for text in (lp.lo, lp.hi)):
-        return _bounds_closed_form(stage, p, params, least)
     if not triangular:
         return lines + [f"    per = {count}, lo, lo + 1)",
                         f"    length = max(least, {TERMS_PER_CHUNK} // max(1, per))",
@@ -315,11 +314,20 @@ def _of_sizes(text: str) -> bool:
     return re.fullmatch(r"[\sN\d()+\-*/%]*", text) is not None
 
 
+def _is_box(stage: Stage) -> bool:
+    """Every loop's range from the sizes alone (no outer index): a box, whatever the sizes."""
+    return all(_of_sizes(text) for lp in stage.loops for text in (lp.lo, lp.hi))
+
+
+def _terms_per_row(stage: Stage) -> str:
+    """Python text: the terms per row of a box's outermost loop."""
+    return " * ".join(f"max(0, ({lp.hi}) - ({lp.lo}) + 1)" for lp in stage.loops[1:]) or "1"
+
+
 def _bounds_closed_form(stage: Stage, p: str, params: list[str], least: int) -> list[str]:
     """``_bounds`` of a box (every range from the sizes alone) in plain Python: the same chunks as the
     Numba scan would cut, without a Numba function to compile on a kernel's first call."""
-    first, inner = stage.loops[0], stage.loops[1:]
-    per = " * ".join(f"max(0, ({lp.hi}) - ({lp.lo}) + 1)" for lp in inner) or "1"
+    first, per = stage.loops[0], _terms_per_row(stage)
     return [f"def {p}_bounds({', '.join(params)}):",
             f'    """Chunk boundaries: about {TERMS_PER_CHUNK} terms, at least {least} row(s) each (closed form)."""',
             f"    lo, hi = {first.lo}, {first.hi}", "    if hi < lo:", "        return np.full(1, lo, np.int64)",
@@ -380,6 +388,11 @@ def _inline_bodies(programs, printer, stage: Stage) -> dict:
             continue
         found[method] = (names, statements, [[printer(o) for o in b.operands] for b in program.outputs])
     return found
+
+
+def _slot_reads(names: list[str], stage: Stage, prefix: str = "") -> list[str]:
+    """An inline body's inputs: each slot's value (``prefix`` "d": its tangent) into the body's name."""
+    return [f"{name} = {_read(slot, prefix)}" for name, slot in zip(names, stage.slots)]
 
 
 def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str], inline: dict) -> list[str]:
@@ -456,27 +469,19 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
     head = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")',
             f"def {p}_{mode}({', '.join([*params, 'BND'])}):", f'    """Stage {p}: its terms\' {kind}."""',
             "    NC = BND.size - 1"]
-    if mode == "J" and "jvp" in inline:
-        names, statements, outputs = inline["jvp"]
-        reads = [f"{name} = {_read(slot, '')}" for name, slot in zip(names[0], stage.slots)]
-        reads += [f"{name} = {_read(slot, 'd') if _has_tangent(model, slot.source) else '0.0'}"
-                  for name, slot in zip(names[1], stage.slots)]
-        write = (f"acc += {outputs[0][0]}" if constant else
-                 f"{target}[{stage.position}] {'=' if stage.kind == 'write' else '+='} {outputs[0][0]}")
-        terms, buffers = [*chunk, *_loop_header(stage, True), *_indent([*reads, *statements, write], depth)], []
-    if mode == "F" and "forward" in inline:
-        names, statements, outputs = inline["forward"]
-        value = outputs[0][0]
-        if constant:
-            write = f"acc += {value}"
-        else:
-            write = f"{target}[{stage.position}] {'=' if stage.kind == 'write' else '+='} {value}"
-        per = [*(f"{name} = {_read(slot, '')}" for name, slot in zip(names[0], stage.slots)), *statements, write]
+    body_method = {"F": "forward", "J": "jvp", "R": "vjp"}.get(mode)
+    if mode in "FJ" and body_method in inline:
+        names, statements, outputs = inline[body_method]
+        per = _slot_reads(names[0], stage)
+        if mode == "J":
+            per += [f"{name} = {_read(slot, 'd') if _has_tangent(model, slot.source) else '0.0'}"
+                    for name, slot in zip(names[1], stage.slots)]
+        write = "acc +=" if constant else f"{target}[{stage.position}] {'=' if stage.kind == 'write' else '+='}"
+        per += [*statements, f"{write} {outputs[0][0]}"]
         terms, buffers = [*chunk, *_loop_header(stage, True), *_indent(per, depth)], []
-    if mode == "R" and "vjp" in inline:
-        names, statements, outputs = inline["vjp"]
-        per = [*(f"{name} = {_read(slot, '')}" for name, slot in zip(names[0], stage.slots)),
-               f"{names[1][0]} = b{stage.target}[{stage.position}]", *statements]
+    if mode == "R" and body_method in inline:
+        names, statements, outputs = inline[body_method]
+        per = [*_slot_reads(names[0], stage), f"{names[1][0]} = b{stage.target}[{stage.position}]", *statements]
         for k, slot in scatter:
             into = f"C{copied.index(slot.source)}[u, " if slot.source in copied else f"{prefix}{slot.source}["
             per.append(f"{into}{slot.flat}] += {outputs[0][k]}")
@@ -525,23 +530,13 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
     return [*unit, *lines, "", "", *serial, "", ""]
 
 
-def _with_serial_twin(lines: list[str], p: str, mode: str) -> list[str]:
-    """The parallel driver, then ``<p>_<mode>_serial``: the same text compiled without ``parallel``
-    (``prange`` runs as ``range``), so the same chunks in the same order and results bit for bit
-    the same.  A first call runs it while the parallel one compiles in the background (a prange
-    driver costs Numba 0.5-2 s), and a call of one chunk always does."""
-    serial = ['@njit(cache=CACHE, nogil=True, error_model="numpy")',
-              lines[1].replace(f"def {p}_{mode}(", f"def {p}_{mode}_serial(", 1), *lines[2:]]
-    return [*lines, "", "", *serial, "", ""]
-
-
 def _chunked(p: str, mode: str, params: list[str], buffers: list[str], per_chunk: list[str], kind: str,
-             total: list[str] = ()) -> list[str]:
+             total: list[str] = (), serial: list[str] | None = None) -> list[str]:
     """A driver over chunks that share nothing (but a sum's partial result per chunk, into ``PART`` when
     ``total`` adds them up): ``<p>_<mode>_unit`` runs chunks first .. last - 1; the parallel driver one
     chunk per ``prange`` iteration; its serial twin, plain Python with nothing more to compile (a Numba
     function of its own costs a first call 0.2-0.5 s), all of them in one call.  Both add the partial
-    results in chunk order: the same bits."""
+    results in chunk order: the same bits.  ``serial`` replaces that twin (the NumPy pattern of a box)."""
     part = ["PART"] if total else []
     args = ", ".join(params)
     allocate = ["    PART = np.zeros(NC)"] if total else []
@@ -553,9 +548,10 @@ def _chunked(p: str, mode: str, params: list[str], buffers: list[str], per_chunk
                 f'    """Stage {p}: its terms\' {kind}."""', "    NC = BND.size - 1", *allocate,
                 "    for ch in prange(NC):", f"        {p}_{mode}_unit({', '.join([args, 'ch', 'ch + 1', *part])})",
                 *total]
-    serial = [f"def {p}_{mode}_serial({args}):",
-              f'    """Stage {p}: its terms\' {kind}, on the calling thread (plain Python around the unit)."""',
-              "    NC = BND.size - 1", *allocate, f"    {p}_{mode}_unit({', '.join([args, '0', 'NC', *part])})", *total]
+    serial = serial or [
+        f"def {p}_{mode}_serial({args}):",
+        f'    """Stage {p}: its terms\' {kind}, on the calling thread (plain Python around the unit)."""',
+        "    NC = BND.size - 1", *allocate, f"    {p}_{mode}_unit({', '.join([args, '0', 'NC', *part])})", *total]
     return [*unit, "", "", *parallel, "", "", *serial, "", ""]
 
 
@@ -579,9 +575,8 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str], inl
     KS = len(sparse)
     sizes_args = [*model.sizes, *[f"A{k}" for k in range(len(model.arguments))]]
     count = f"{p}_count({', '.join(sizes_args)}, BND[ch], BND[ch + 1])"
-    if all(_of_sizes(text) for lp in stage.loops for text in (lp.lo, lp.hi)):
-        # a box (or a single term): each row of the outermost loop has the same count, in plain Python
-        per = " * ".join(f"max(0, ({lp.hi}) - ({lp.lo}) + 1)" for lp in stage.loops[1:]) or "1"
+    if _is_box(stage):  # (or a single term) each row of the outermost loop has the same count: plain Python
+        per = _terms_per_row(stage)
         lines = [f"def {p}_offsets({', '.join([*sizes_args, 'BND'])}):",
                  '    """Terms before each chunk (and all of them, last): rows times the terms per row."""',
                  "    OFF = np.zeros(BND.size, np.int64)", f"    np.cumsum(np.diff(BND) * ({per}), out=OFF[1:])",
@@ -599,10 +594,8 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str], inl
                                                  enumerate(sparse)], "t += 1"]
     body = ["t = OFF[ch]", *chunk, *_loop_header(stage, True), *_indent(per_term, depth)]
     lines += _chunked(p, "P", [*sizes_args, "BND", "OFF", "ROW", "COL"], [], body,
-                      f"rows and their {KS} entries' columns")
-    if all(_of_sizes(text) for lp in stage.loops for text in (lp.lo, lp.hi)):
-        serial_at = next(n for n, line in enumerate(lines) if line.startswith(f"def {p}_P_serial("))
-        lines = [*lines[:serial_at], *_pattern_of_box(stage, p, sizes_args, sparse)]
+                      f"rows and their {KS} entries' columns",
+                      serial=_pattern_of_box(stage, p, sizes_args, sparse) if _is_box(stage) else None)
     K = len(stage.slots)
     gather = [f"S[c, {k}] = {_read(slot, '')}" for k, slot in enumerate(stage.slots)] + ["c += 1"]
     for mode in ("S", "SH"):
@@ -625,8 +618,7 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str], inl
                 *_indent([*gather, "if c == L:", *_indent(flush, 1)], depth), *flush]
         if mode == "SH" and "vjp_jvp" in inline:  # forward over reverse along each sparse slot, as statements
             names, statements, outputs = inline["vjp_jvp"]
-            per_term = [*(f"{name} = {_read(slot, '')}" for name, slot in zip(names[0], stage.slots)),
-                        f"{names[1][0]} = DTYPE(1.0)", f"e = tb * {per}"]
+            per_term = [*_slot_reads(names[0], stage), f"{names[1][0]} = DTYPE(1.0)", f"e = tb * {per}"]
             for column, (kc, _) in enumerate(sparse):
                 per_term += [f"{name} = DTYPE({1.0 if k == kc else 0.0})" for k, name in enumerate(names[2])]
                 per_term += [*statements, *[f"DATA[POS[e + {column + j * KS}]] += {outputs[1][k]}"
@@ -635,8 +627,7 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str], inl
             buffers = []
         if mode == "S" and "vjp" in inline:  # the body's VJP with a cotangent of 1, as scalar statements
             names, statements, outputs = inline["vjp"]
-            per_term = [*(f"{name} = {_read(slot, '')}" for name, slot in zip(names[0], stage.slots)),
-                        f"{names[1][0]} = DTYPE(1.0)", *statements, f"e = tb * {per}",
+            per_term = [*_slot_reads(names[0], stage), f"{names[1][0]} = DTYPE(1.0)", *statements, f"e = tb * {per}",
                         *[f"DATA[POS[e + {j}]] += {outputs[0][k]}" for j, (k, _) in enumerate(sparse)], "tb += 1"]
             body, buffers = ["tb = OFF[ch]", *chunk, *_loop_header(stage, True), *_indent(per_term, depth)], []
         what = "partial derivatives" if mode == "S" else "second partial derivatives"
@@ -662,7 +653,7 @@ def _pattern_of_box(stage: Stage, p: str, sizes_args: list[str], sparse) -> list
             f'    """Stage {p}: its terms\' rows and their {KS} entries\' columns, in NumPy over the box."""',
             "    if OFF[-1] == 0:", "        return", *grids, f"    SHAPE = {shape}",
             f"    ROW[:] = {whole(stage.position)}", f"    COL2 = COL.reshape(-1, {KS})",
-            *[f"    COL2[:, {j}] = {whole(slot.flat)}" for j, (_, slot) in enumerate(sparse)], "", ""]
+            *[f"    COL2[:, {j}] = {whole(slot.flat)}" for j, (_, slot) in enumerate(sparse)]]
 
 
 def _unit_range(grouped: bool) -> tuple[str, str]:
