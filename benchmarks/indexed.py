@@ -744,19 +744,26 @@ def parse(argv=None):
     return options
 
 
+def report_dir(options, stem: str) -> Path:
+    """Where a benchmark writes its report: ``--out``, else this folder; a ``--quick`` smoke run without
+    ``--out`` a fresh temporary directory, so that the committed results are never overwritten by it."""
+    if options.out:
+        out_dir = Path(options.out)
+    elif options.quick:
+        out_dir = Path(tempfile.mkdtemp(prefix=f"gradcomp-{stem}-quick-"))
+    else:
+        out_dir = Path(__file__).resolve().parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
 def main(argv=None) -> None:
     options = parse(argv)
     if options.worker:
         print(json.dumps(work(*options.worker, options)))
         return
     began = time.perf_counter()
-    if options.out:
-        out_dir = Path(options.out)
-    elif options.quick:
-        out_dir = Path(tempfile.mkdtemp(prefix="gradcomp-indexed-quick-"))
-    else:
-        out_dir = Path(__file__).resolve().parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = report_dir(options, "indexed")
     environment = describe(options.threads)
     cap = options.memory_cap_gb * 1e9 if options.memory_cap_gb else 0.8 * available_memory_bytes()
     runs = []

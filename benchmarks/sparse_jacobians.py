@@ -39,16 +39,11 @@ if __package__ in (None, ""):
 
 from benchmarks import indexed  # noqa: E402
 from benchmarks.environment import describe  # noqa: E402
-from benchmarks.timing import median, seconds_per_call  # noqa: E402
+from benchmarks.timing import median  # noqa: E402
 
-SIZES, number, size_label = indexed.SIZES, indexed.number, indexed.size_label
+SIZES, number, samples_ms, size_label = indexed.SIZES, indexed.number, indexed.samples_ms, indexed.size_label
 
 JOBS = [("gray_scott", "gradcomp"), ("gray_scott", "scipy-fd"), ("xy_edges", "gradcomp")]
-
-
-def samples_ms(call, repeats: int, seconds: float) -> list[float]:
-    call()  # warm-up
-    return [1e3 * seconds_per_call(call, seconds) for _ in range(repeats)]
 
 
 def work(case: str, system: str, options) -> dict:
@@ -218,9 +213,7 @@ def main(argv=None) -> None:
         return
     import scipy.sparse as sps
     began = time.perf_counter()
-    out_dir = Path(options.out) if options.out else (
-        Path(tempfile.mkdtemp(prefix="gradcomp-sparse-quick-")) if options.quick else Path(__file__).parent)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = indexed.report_dir(options, "sparse")
     environment = describe(options.threads)
     runs = []
     with tempfile.TemporaryDirectory(prefix="gradcomp-sparse-results-") as save:
