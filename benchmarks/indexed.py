@@ -234,11 +234,13 @@ def build_jax(case: str, dtype: str, cotangent, facts: dict):
 
     value = jax.jit(f)
     if cotangent is not None:
+        # The cotangent is an argument of the jitted function: captured in a closure it would be a constant
+        # that XLA folds at compile time (the stencil of the cotangent, then free), which no user call gets.
         ct = jax.device_put(cotangent)
-        vjp = jax.jit(lambda *xs: jax.vjp(f, *xs)[1](ct))
+        vjp = jax.jit(lambda ct, *xs: jax.vjp(f, *xs)[1](ct))
 
         def grad(*xs):
-            return jax.block_until_ready(vjp(*xs))
+            return jax.block_until_ready(vjp(ct, *xs))
     else:
         gradient = jax.jit(jax.grad(f, argnums=0))
 

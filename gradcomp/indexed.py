@@ -48,6 +48,9 @@ class Slot(NamedTuple):
     their adjoints in place (by row bands) instead of into private copies.  -1: no such coordinate."""
     shift: int = 0
     wrap: bool = False
+    coords: tuple[str, ...] = ()
+    """Per axis of an argument's read, its index as Python text (``wrap(...)`` for Mod): what the
+    transposed (gather) adjoint inverts; empty for temporaries and scalars."""
 
 
 class Loop(NamedTuple):
@@ -344,7 +347,8 @@ class _Analysis:
             if self.specs[k].integer:
                 raise CompileError(f"{node} uses integer index data as a value; integer arguments only index.")
             checks += self.checks(node, k)
-            mapping[node] = slot(f"A{k}", self.flat(node, k), _band(node.indices, self._shape_of(k), loops))
+            band = (*_band(node.indices, self._shape_of(k), loops), tuple(self.text(i) for i in node.indices))
+            mapping[node] = slot(f"A{k}", self.flat(node, k), band)
         partial = body.xreplace(mapping)
         for symbol in sorted(partial.free_symbols - set(mapping.values()), key=sp.default_sort_key):
             if symbol in self.temp_scalars:

@@ -36,6 +36,7 @@ import sympy as sp
 from .codegen import VECTOR_ROW_MAX, Printer, count_operations, instructions, listing
 from .derive import derive
 from .indexed import LoopModel, Slot, Stage
+from .loopstencil import gather_adjoint, gather_plan, split_nest
 from .record import LoopRecord
 from .spec import make_signature
 from .version import __version__
@@ -139,7 +140,10 @@ def _header(model: LoopModel, meta: LoopRecord) -> str:
               "from gradcomp.ir import block, lanes", "from gradcomp.record import LoopRecord", "",
               "# Numba caches machine code only for functions of a module that lives in a file.",
               'CACHE = "__file__" in globals()', "", "f32 = np.float32  # the casts of float32 statements", "",
-              f'LANES = lanes("{model.dtype}")', "", f"META = {meta!r}", "",
+              f'LANES = lanes("{model.dtype}")', "",
+              "# Indices proved inside their arrays (checked before the loops run) index as unsigned:",
+              "# Numba then skips its negative-index wraparound, whose selects keep loops from SIMD lanes.",
+              "U = np.uint64", "", f"META = {meta!r}", "",
               f"L = {TERMS_PER_BLOCK}", f"DTYPE = np.{model.dtype}",
               "EMPTY = np.zeros(0, DTYPE)", "", "", *WRAP.splitlines(), "", ""]
     return "\n".join(lines)
@@ -370,7 +374,8 @@ INLINE_OPS = frozenset({"load", "store", "const", "add", "sub", "mul", "div", "n
 """Bodies of these operations only run as scalar statements inside the loops: with nothing for the vector
 math to do, the gather into slot buffers and the core call cost more than the arithmetic (a 2-D stencil:
 5x), and the core is one function less to compile."""
-_UNIT_NAMES = re.compile(r"c|ch|t|u|b|e|acc|first|last|BND|PART|S|O|P|V|G|FL|DV|G2|D|c_lo|c_hi|[NAiCY]\d*|[bdh]\w*")
+_UNIT_NAMES = re.compile(r"c|ch|t|u|b|e|acc|first|last|BND|PART|S|O|P|V|G|FL|DV|G2|D|c_lo|c_hi|in_\w+|lo|hi|"
+                         r"length|blocks|block|U|[NAiCYqgw]\d*|k\d+_\d+|ok\d+|[bdh]\w*|\w*_t\d+")
 
 
 def _inline_bodies(programs, printer, stage: Stage) -> dict:
@@ -476,16 +481,20 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
         if mode == "J":
             per += [f"{name} = {_read(slot, 'd') if _has_tangent(model, slot.source) else '0.0'}"
                     for name, slot in zip(names[1], stage.slots)]
-        write = "acc +=" if constant else f"{target}[{stage.position}] {'=' if stage.kind == 'write' else '+='}"
+        write = "acc +=" if constant else f"{target}[U({stage.position})] {'=' if stage.kind == 'write' else '+='}"
         per += [*statements, f"{write} {outputs[0][0]}"]
-        terms, buffers = [*chunk, *_loop_header(stage, True), *_indent(per, depth)], []
+        terms, buffers = [*chunk, *_inline_nest(stage, per)], []
     if mode == "R" and body_method in inline:
+        gathered = _gathered(model, stage, p, params, plan, inline[body_method])
+        if gathered:
+            return gathered
         names, statements, outputs = inline[body_method]
-        per = [*_slot_reads(names[0], stage), f"{names[1][0]} = b{stage.target}[{stage.position}]", *statements]
+        per = [*_slot_reads(names[0], stage), f"{names[1][0]} = b{stage.target}[U({stage.position})]", *statements]
         for k, slot in scatter:
-            into = f"C{copied.index(slot.source)}[u, " if slot.source in copied else f"{prefix}{slot.source}["
-            per.append(f"{into}{slot.flat}] += {outputs[0][k]}")
-        terms, buffers = [*chunk, *_loop_header(stage, True), *_indent(per, depth)], []
+            into = f"C{copied.index(slot.source)}[u, {slot.flat}]" if slot.source in copied else \
+                f"{prefix}{slot.source}[U({slot.flat})]"
+            per.append(f"{into} += {outputs[0][k]}")
+        terms, buffers = [*chunk, *_inline_nest(stage, per)], []
     if mode in "FJ":
         buffers = [b for b in buffers if b != "acc = 0.0"]
         per_chunk = ["acc = 0.0", *terms, "PART[ch] = acc"] if constant else terms
@@ -528,6 +537,23 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
                   f"                {into}[e] += C{j}[g, e]"]
         serial += ["    for g in range(units):", f"        {into} += C{j}[g]"]
     return [*unit, *lines, "", "", *serial, "", ""]
+
+
+def _inline_nest(stage: Stage, statements: list[str]) -> list[str]:
+    """The chunk's loops around an inline body's statements, the innermost split where wraps vanish."""
+    return split_nest(stage.loops, True, statements) if stage.loops else statements
+
+
+def _gathered(model, stage, p, params, plan, inline) -> list[str] | None:
+    """The ``R`` driver of an inline stencil as a gather per element (``loopstencil``), when every read
+    of a differentiated argument is one (a box of loops, each index ``i + shift`` or its wrap)."""
+    if not stage.loops or not _is_box(stage):
+        return None
+    extents = {f"A{k}": a.shape for k, a in enumerate(model.arguments)}
+    found = gather_plan(stage, list(plan), extents)
+    if found is None:
+        return None
+    return gather_adjoint(stage, found, p, params, inline, f"b{stage.target}", extents, TERMS_PER_CHUNK)
 
 
 def _chunked(p: str, mode: str, params: list[str], buffers: list[str], per_chunk: list[str], kind: str,
@@ -666,7 +692,7 @@ def _read(slot, prefix: str) -> str:
         return "0.0"
     if slot.source == "index":
         return f"float({slot.flat})" if not prefix else "0.0"
-    return f"{prefix}{slot.source}[{slot.flat}]"
+    return f"{prefix}{slot.source}[U({slot.flat})]"
 
 
 def _tables(model: LoopModel) -> str:

@@ -442,7 +442,7 @@ class LoopKernel:
     def _shaped(self, value, shape, what):
         if value.shape != tuple(shape):
             raise ValueError(f"{what} has shape {value.shape}; expected {tuple(shape)} here.")
-        return np.array(value, self.dtype).reshape(-1)
+        return np.ascontiguousarray(value, self.dtype).reshape(-1)  # read only: no copy of the user's array
 
     def _sweep(self, method, arrays, sizes, v=None, tangents=None):
         """Run the stages: ``forward`` -> y; ``vjp``/``value_and_vjp`` -> (y, grads); ``jvp`` -> J t;
@@ -452,7 +452,8 @@ class LoopKernel:
         flat = [a.reshape(-1) for a in arrays]
         _, out_shape = module.extents(*sizes)
         temps = [np.zeros(n, dtype) for n in module.temps(*sizes)]
-        y = np.zeros(prod(out_shape), dtype)
+        # a vjp's reverse drivers never read the value: no output array to fill with zeros then
+        y = module.EMPTY if method == "vjp" else np.zeros(prod(out_shape), dtype)
         stages = self._stages()
         bounds = [stage.bounds(*sizes, *flat) for stage in stages]
         empty = module.EMPTY

@@ -1,0 +1,349 @@
+"""Affine stencils in indexed loops: interiors without ``wrap``, and adjoints gathered per element.
+
+Two rewrites of the scalar statements of an inline body (``loopgen``), both about stencils
+(``x[i + 1]``, ``u[Mod(r - 1, N), c]``):
+
+- ``split_inner``: the innermost loop as edge, interior, edge.  In the interior every ``wrap(e, m)``
+  whose ``e`` is ``index + shift`` is ``e`` itself, so the loop is branch-free and LLVM runs it in
+  SIMD lanes (a periodic 2-D stencil: 3x); the edges run first, in one loop, then the interior: an
+  order fixed by the sizes, so sums keep their bits for any thread count.
+- ``gather_adjoint``: the reverse of a stencil without a scatter.  Each element ``q`` of an argument
+  adds the slot adjoints of the terms that read it (term ``q - shift`` per slot, as JAX's transposed
+  ``roll``), computed where they are needed.  No two elements share a write: no race, no phases, no
+  private copies, and the same bits for any thread count; the interior vectorizes as above.
+"""
+
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def _expr(text: str):
+    """Python index text (integers, names, + - *) as a SymPy expression of plain symbols."""
+    return sp.sympify(text, locals={name: sp.Symbol(name) for name in _NAME.findall(text)})
+
+
+def _text(expr) -> str:
+    return f"({sp.expand(expr)})"
+
+
+def _wrap_calls(text: str) -> list[tuple[int, int, str, str]]:
+    """(start, end, argument, modulus) of each ``wrap(argument, modulus)`` with no wrap inside it."""
+    calls = []
+    for match in re.finditer(r"\bwrap\(", text):
+        depth, comma, position = 1, None, match.end()
+        while depth and position < len(text):
+            char = text[position]
+            depth += char == "("
+            depth -= char == ")"
+            if char == "," and depth == 1:
+                comma = position
+            position += 1
+        argument = text[match.end():comma] if comma else ""
+        if comma and depth == 0 and "wrap(" not in argument:
+            calls.append((match.start(), position, argument, text[comma + 1:position - 1].strip()))
+    return calls
+
+
+def unit_shift(text: str, index: str):
+    """``text - index`` as a SymPy expression when ``text`` is ``index + shift`` (shift free of the index),
+    else None."""
+    expr, symbol = _expr(text), sp.Symbol(index)
+    if sp.diff(expr, symbol) != 1:
+        return None
+    shift = sp.expand(expr - symbol)
+    return None if shift.has(symbol) else shift
+
+
+def _periodic(shift, modulus):
+    """``shift`` moved by whole periods to an integer when it is one (``N - 1`` mod ``N`` is -1)."""
+    for periods in (0, 1, -1, 2, -2):
+        moved = sp.expand(shift - periods * modulus)
+        if moved.is_Integer:
+            return moved
+    return shift
+
+
+def unwrap(lines: list[str], index: str) -> tuple[list[str], list[str], list[str]]:
+    """``lines`` with each ``wrap(index + shift, m)`` as ``index + shift'`` (``shift'`` the shift moved by
+    whole periods), and the lower and upper bounds on ``index`` (texts) within which that is exact."""
+    lows, highs, out = [], [], []
+    for line in lines:
+        for start, end, argument, modulus in reversed(_wrap_calls(line)):
+            shift = unit_shift(argument, index)
+            if shift is None:
+                continue
+            m = _expr(modulus)
+            shift = _periodic(shift, m)
+            low, high = _text(-shift), _text(m - 1 - shift)
+            lows += [low] if low not in lows else []
+            highs += [high] if high not in highs else []
+            line = line[:start] + _text(sp.Symbol(index) + shift) + line[end:]
+        out.append(line)
+    return out, lows, highs
+
+
+def hoist(lines: list[str], index: str) -> tuple[list[str], list[str]]:
+    """The ``wrap`` calls of ``lines`` that depend neither on ``index`` nor on a name the loop assigns, as
+    ``w<n>`` values computed before the loop: LLVM does not move them out itself, and a call inside
+    keeps the loop from SIMD lanes."""
+    found: dict = {}
+    varying = {index} | {m.group(1) for line in lines if (m := re.match(r"\s*(\w+) [+]?= ", line))}
+    changed = True
+    while changed:
+        changed, out = False, []
+        for line in lines:
+            for start, end, argument, _ in reversed(_wrap_calls(line)):
+                if set(_NAME.findall(argument)) & varying or "[" in argument:
+                    continue
+                name = found.setdefault(line[start:end], f"w{len(found)}")
+                line, changed = line[:start] + name + line[end:], True
+            out.append(line)
+        lines = out
+    return [f"{name} = {call}" for call, name in found.items()], lines
+
+
+def split_inner(index: str, lo: str, hi: str, edge: list[str], inner: list[str],
+                lows: list[str], highs: list[str]) -> list[str]:
+    """The loop ``index`` in ``lo .. hi`` (inclusive texts) as ``edge`` statements before and after the
+    interior ``max(lo, lows) .. min(hi, highs)``, where ``inner`` statements run, after the edges; the
+    wraps that do not depend on ``index`` computed once before (``hoist``)."""
+    hoisted, both = hoist([*edge, "#", *inner], index)
+    edge, inner = both[:len(edge)], both[len(edge) + 1:]
+    if not lows and not highs:
+        return [*hoisted, f"for {index} in range({lo}, {hi} + 1):", *["    " + line for line in edge]]
+    first = f"max({', '.join([lo, *lows])})" if lows else lo
+    last = f"min({', '.join([hi, *highs])})" if highs else hi
+    return [*hoisted, f"in_lo = {first}", f"in_hi = {last}", "if in_hi < in_lo:  # no interior: all edge",
+            f"    in_lo = {hi} + 1", f"    in_hi = {hi}", f"in_pre = in_lo - ({lo})",
+            f"for in_e in range(in_pre + ({hi}) - in_hi):  # both edges in one loop: one copy less to compile",
+            f"    {index} = {lo} + in_e if in_e < in_pre else in_hi + 1 + in_e - in_pre",
+            *["    " + line for line in edge],
+            f"for {index} in range(in_lo, in_hi + 1):", *["    " + line for line in inner]]
+
+
+def split_nest(loops, chunked: bool, statements: list[str]) -> list[str]:
+    """The loop nest (``loopgen``'s ``Loop`` records; the outermost over ``c_lo .. c_hi - 1`` when
+    ``chunked``) around ``statements``, its innermost loop split by ``split_inner``."""
+    lines = []
+    for depth, loop in enumerate(loops[:-1]):
+        head = "range(c_lo, c_hi)" if depth == 0 and chunked else f"range({loop.lo}, {loop.hi} + 1)"
+        lines.append("    " * depth + f"for {loop.index} in {head}:")
+    last, depth = loops[-1], len(loops) - 1
+    lo, hi = ("c_lo", "c_hi - 1") if depth == 0 and chunked else (last.lo, last.hi)
+    inner, lows, highs = unwrap(statements, last.index)
+    return lines + ["    " * depth + line for line in split_inner(last.index, lo, hi, statements, inner, lows, highs)]
+
+
+# -- the gathered adjoint --------------------------------------------------------------------------------
+
+def _coordinate(text: str, loops, extent: str):
+    """(loop number, shift, wrapped) of one index of a read: ``i_d + shift``, or ``wrap(i_d + shift, m)``
+    over a loop that runs exactly once around ``m`` (the axis's extent); (None, text, False) for an index
+    of no loop; False when it is anything else."""
+    if "A" in text:  # index data: a gather, not a stencil
+        return False
+    wrapped = re.fullmatch(r"wrap\((.*), (N\d+|\d+)\)", text)
+    body = wrapped.group(1) if wrapped else text
+    if "wrap(" in body:
+        return False
+    symbols = {s.name for s in _expr(body).free_symbols}
+    used = [d for d, lp in enumerate(loops) if lp.index in symbols]
+    if not used:
+        return None if wrapped else (None, text, False)
+    if len(used) > 1:
+        return False
+    d = used[0]
+    shift = unit_shift(body, loops[d].index)
+    if shift is None:
+        return False
+    if wrapped:
+        m = _expr(wrapped.group(2))
+        lp = loops[d]
+        if sp.expand(m - _expr(extent)) != 0 or _expr(lp.lo) != 0 or sp.expand(_expr(lp.hi) - m + 1) != 0:
+            return False
+        return d, _periodic(shift, m), True
+    return d, shift, False
+
+
+def _flat(coordinates: list[str], extents: tuple[str, ...]) -> str:
+    flat = None
+    for part, extent in zip(coordinates, extents):
+        flat = part if flat is None else f"({flat}) * {extent} + {part}"
+    return flat if flat is not None else "0"
+
+
+def _dead_code_free(statements: list[str], wanted: list[str]) -> list[str]:
+    """The statements that ``wanted`` texts need, in their order."""
+    need = {name for text in wanted for name in _NAME.findall(text)}
+    kept = []
+    for line in reversed(statements):
+        target, value = line.split(" = ", 1)
+        if target in need:
+            kept.append(line)
+            need |= set(_NAME.findall(value))
+    return kept[::-1]
+
+
+def _renamed(text: str, names: set, suffix: str) -> str:
+    return _NAME.sub(lambda m: m.group(0) + suffix if m.group(0) in names else m.group(0), text)
+
+
+def _substituted(text: str, mapping: dict) -> str:
+    return re.sub(r"\b(i\d+)\b", lambda m: mapping.get(m.group(1), m.group(1)), text)
+
+
+def gather_plan(stage, sources: list[str], extents: dict):
+    """The gathered adjoint of a box stage into ``sources`` (arguments ``A<k>`` with their extents), or
+    None when some read is no stencil: per source the loop each axis follows (or its fixed index), the
+    range of elements per loop, and per slot (source, term shifts per loop, wrapped per loop)."""
+    loops = stage.loops
+    axes_of, fixed_of, reads = {}, {}, []
+    for k, slot in enumerate(stage.slots):
+        if slot.source not in sources:
+            continue
+        if not slot.coords or not slot.source.startswith("A"):
+            return None
+        found = [_coordinate(text, loops, extent) for text, extent in zip(slot.coords, extents[slot.source])]
+        if any(f is False or f is None for f in found):
+            return None
+        axes = tuple(next((a for a, f in enumerate(found) if f[0] == d), -1) for d in range(len(loops)))
+        if -1 in axes or len(set(axes)) != len(axes):
+            return None
+        fixed = tuple(f[1] if f[0] is None else None for f in found)
+        if axes_of.setdefault(slot.source, axes) != axes or fixed_of.setdefault(slot.source, fixed) != fixed:
+            return None
+        reads.append((k, slot.source, tuple(found[a][1] for a in axes), tuple(found[a][2] for a in axes)))
+    if not reads or len(set(axes_of.values())) != 1:
+        return None
+    ranges = []
+    for d, lp in enumerate(loops):
+        shifts = [r[2][d] for r in reads]
+        if any(r[3][d] for r in reads):
+            span = None  # a period: every element of the axis
+        else:
+            try:
+                span = (_text(_expr(lp.lo) + min(shifts)), _text(_expr(lp.hi) + max(shifts)))
+            except TypeError:  # shifts of sizes that do not compare
+                span = None
+        if span is None:
+            per_source = {extents[s][axes_of[s][d]] for s in axes_of}
+            if len(per_source) != 1:
+                return None
+            span = ("0", f"({per_source.pop()} - 1)")
+        ranges.append(span)
+    return {"axes": axes_of, "fixed": fixed_of, "ranges": tuple(ranges), "reads": tuple(reads)}
+
+
+def gather_adjoint(stage, plan, p: str, params: list[str], inline, cotangent: str, extents: dict,
+                   terms_per_chunk: int) -> list[str]:
+    """The ``R`` driver of ``plan`` (see ``gather_plan``): a unit over element rows first .. last - 1, the
+    parallel driver over blocks of rows, its serial twin in plain Python.
+
+    Per element ``q`` (loops ``q0 ..``), per group of slots that one term reads (the same shifts), the
+    term's indices ``k<j>_<d>`` = ``q_d - shift`` (wrapped on a period), the statements of the body's
+    reverse that those slots' adjoints need (names suffixed ``_t<j>``), guarded where the term may lie
+    outside the loops' ranges; their sum is added into the element once."""
+    names, statements, outputs = inline
+    slot_names, (v_name,) = names[0], names[1]
+    loops, D = stage.loops, len(stage.loops)
+    q = [f"q{d}" for d in range(D)]
+    groups: dict = {}
+    for k, source, shifts, wrapped in plan["reads"]:
+        groups.setdefault((shifts, wrapped), []).append((k, source))
+    sources = list(plan["axes"])
+    acc = {s: f"g{s[1:]}" for s in sources}
+    outer, edge_inner, plain_inner, lows, highs = [[] for _ in range(D)], [], [], [], []
+
+    def bound(low, high):
+        lows.extend([low] if low not in lows else [])
+        highs.extend([high] if high not in highs else [])
+
+    for j, ((shifts, wrapped), members) in enumerate(groups.items()):
+        wanted = [outputs[0][k] for k, _ in members]
+        body = _dead_code_free(statements, wanted)
+        local = set(slot_names) | {v_name} | {line.split(" = ")[0] for line in body}
+        used = {n for text in [*wanted, *body] for n in _NAME.findall(text)}
+        suffix, first_source = f"_t{j}", members[0][1]
+        edge_of, plain_of, guards, outer_guards, edge_index = {}, {}, [], [], []
+        for d, (shift, wrap) in enumerate(zip(shifts, wrapped)):
+            modulus = extents[first_source][plan["axes"][first_source][d]]
+            plain = _text(sp.Symbol(q[d]) - shift)
+            index = f"k{j}_{d}"
+            line = f"{index} = {f'wrap({plain}, {modulus})' if wrap else plain}"
+            edge_of[f"i{d}"] = index
+            plain_of[f"i{d}"] = plain if d == D - 1 else index
+            (outer[d] if d < D - 1 else edge_index).append(line)
+            lo, hi = _expr(loops[d].lo), _expr(loops[d].hi)
+            q_lo, q_hi = (_expr(t) for t in plan["ranges"][d])
+            if wrap:
+                if d == D - 1:  # the interior reads q - shift unwrapped
+                    bound(_text(shift), _text(_expr(modulus) - 1 + shift))
+                continue
+            if (q_lo - shift - lo).is_nonnegative and (hi - q_hi + shift).is_nonnegative:
+                continue  # every element's term lies in the loop's range
+            test = f"{loops[d].lo} <= {index} <= {loops[d].hi}"
+            if d == D - 1:
+                guards.append(test)
+                bound(_text(lo + shift), _text(hi + shift))
+            else:
+                outer_guards.append((d, test))
+        reads = [f"{name}{suffix} = {_read_slot(stage.slots[k])}" for k, name in enumerate(slot_names)
+                 if name in used]
+        reads += [f"{v_name}{suffix} = {cotangent}[U({stage.position})]"] if v_name in used else []
+        block = [*reads, *[_renamed(line, local, suffix) for line in body],
+                 *[f"{acc[s]} += {_renamed(outputs[0][k], local, suffix)}" for k, s in members]]
+        if outer_guards:
+            outer[outer_guards[-1][0]].append(f"ok{j} = {' and '.join(t for _, t in outer_guards)}")
+            guards.insert(0, f"ok{j}")
+        edge_block = [_substituted(line, edge_of) for line in block]
+        plain_block = [_substituted(line, plain_of) for line in block]
+        edge_inner += edge_index
+        edge_inner += [f"if {' and '.join(guards)}:", *["    " + ln for ln in edge_block]] if guards else edge_block
+        plain_inner += ([f"if ok{j}:", *["    " + ln for ln in plain_block]] if outer_guards else plain_block)
+    starts = [f"{acc[s]} = DTYPE(0.0)" for s in sources]
+    writes = [f"b{s}[U({_flat(_coords(plan, s, q), extents[s])})] += {acc[s]}" for s in sources]
+    plain_inner, more_lows, more_highs = unwrap(plain_inner, q[-1])
+    for low, high in zip(more_lows, more_highs):
+        bound(low, high)
+    lo_last, hi_last = ("first", "last - 1") if D == 1 else plan["ranges"][-1]
+    inner = split_inner(q[-1], lo_last, hi_last, [*starts, *edge_inner, *writes],
+                        [*starts, *plain_inner, *writes], lows, highs)
+    nest = []
+    for d in range(D - 1):
+        head = "range(first, last)" if d == 0 else f"range({plan['ranges'][d][0]}, {plan['ranges'][d][1]} + 1)"
+        nest += ["    " * d + f"for {q[d]} in {head}:", *["    " * (d + 1) + line for line in outer[d]]]
+    nest += ["    " * (D - 1) + line for line in inner]
+    row_lo, row_hi = plan["ranges"][0]
+    per_row = " * ".join(f"max(0, {hi} - {lo} + 1)" for lo, hi in plan["ranges"][1:]) or "1"
+    args = ", ".join([*params, "BND"])
+    kind = "slot adjoints, gathered per element (each element adds the terms that read it)"
+    unit = ['@njit(cache=CACHE, nogil=True, error_model="numpy")', f"def {p}_R_unit({args}, first, last):",
+            f'    """Stage {p}: the {kind}, of element rows first .. last - 1."""',
+            *["    " + line for line in nest]]
+    parallel = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")', f"def {p}_R({args}):",
+                f'    """Stage {p}: its terms\' {kind}."""', f"    lo, hi = {row_lo}, {row_hi}",
+                f"    length = max(1, {terms_per_chunk} // max(1, {per_row}))",
+                "    blocks = (hi - lo + length) // length if hi >= lo else 0", "    for block in prange(blocks):",
+                f"        {p}_R_unit({args}, lo + block * length, min(hi + 1, lo + (block + 1) * length))"]
+    serial = [f"def {p}_R_serial({args}):",
+              f'    """Stage {p}: its terms\' {kind}, on the calling thread (plain Python around the unit)."""',
+              f"    lo, hi = {row_lo}, {row_hi}", "    if hi >= lo:", f"        {p}_R_unit({args}, lo, hi + 1)"]
+    return [*unit, "", "", *parallel, "", "", *serial, "", ""]
+
+
+def _coords(plan, source: str, q: list[str]) -> list[str]:
+    axes, fixed = plan["axes"][source], plan["fixed"][source]
+    return [q[axes.index(a)] if a in axes else fixed[a] for a in range(len(fixed))]
+
+
+def _read_slot(slot) -> str:
+    if slot.source == "zero":
+        return "0.0"
+    if slot.source == "index":
+        return f"float({slot.flat})"
+    return f"{slot.source}[U({slot.flat})]"
