@@ -56,6 +56,11 @@ COPY_BUDGET = 4 * 2**20
 """Elements of all private copies of one stage together (32 MB in float64) when that allows more
 than two; the number of copies depends on the sizes only, never on the thread count."""
 
+ACCUMULATORS = 8
+"""Partial sums a chunk of a sum keeps side by side (term ``t`` of a block into ``t % 8``), added in a
+fixed tree at the chunk's end: eight chains of dependent additions instead of one, the same bits for
+any thread count."""
+
 REDUCE_BLOCK = 4096
 """Elements per parallel task when the private copies are summed (in copy order)."""
 
@@ -374,7 +379,7 @@ INLINE_OPS = frozenset({"load", "store", "const", "add", "sub", "mul", "div", "n
 """Bodies of these operations only run as scalar statements inside the loops: with nothing for the vector
 math to do, the gather into slot buffers and the core call cost more than the arithmetic (a 2-D stencil:
 5x), and the core is one function less to compile."""
-_UNIT_NAMES = re.compile(r"c|ch|t|u|b|e|acc|first|last|BND|PART|S|O|P|V|G|FL|DV|G2|D|c_lo|c_hi|in_\w+|lo|hi|"
+_UNIT_NAMES = re.compile(r"c|ch|t|u|b|e|acc\d*|first|last|BND|PART|S|O|P|V|G|FL|DV|G2|D|c_lo|c_hi|in_\w+|lo|hi|"
                          r"length|blocks|block|U|[NAiCYqgw]\d*|k\d+_\d+|ok\d+|[bdh]\w*|\w*_t\d+")
 
 
@@ -438,8 +443,11 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
                   f"    {p}_vjp_jvp(b, c, (S, V, D), (1, 1, 1), (O, G2))"]
     flush.append("for t in range(c):")
     if mode in "FJ":
-        if constant:
-            flush.append("    acc += O[t, 0]")
+        if constant:  # ACCUMULATORS sums side by side: one chain of dependent additions is latency-bound
+            lanes = [f"acc{a}" for a in range(ACCUMULATORS)]
+            flush[-1] = f"for t in range(0, c - c % {ACCUMULATORS}, {ACCUMULATORS}):"
+            flush += [f"    {name} += O[t + {a}, 0]" for a, name in enumerate(lanes)]
+            flush += [f"for t in range(c - c % {ACCUMULATORS}, c):", "    acc0 += O[t, 0]"]
         elif not stage.loops:
             flush.append(f"    {target}[{stage.position}] {'=' if stage.kind == 'write' else '+='} O[t, 0]")
         else:
@@ -447,8 +455,9 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
     else:
         value = "G[t, {k}]" if mode == "R" else "(G[t, {k}] + G2[t, {k}])"
         for k, slot in scatter:
-            into = f"C{copied.index(slot.source)}[u, " if slot.source in copied else f"{prefix}{slot.source}["
-            flush.append(f"    {into}FL[t, {k}]] += {value.format(k=k)}")
+            into = f"C{copied.index(slot.source)}[u, FL[t, {k}]]" if slot.source in copied else \
+                f"{prefix}{slot.source}[U(FL[t, {k}])]"
+            flush.append(f"    {into} += {value.format(k=k)}")
     if len(flush) == 2:  # nothing to add: the adjoints of constants
         flush = []
     flush.append("c = 0")
@@ -467,9 +476,7 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
     buffers.append("c = 0")
 
     chunk = ["c_lo = BND[ch]", "c_hi = BND[ch + 1]"] if stage.loops else []
-    depth = len(stage.loops)
-    terms = [*chunk, *_loop_header(stage, True),
-             *_indent([*per_term, "if c == L:", *_indent(flush, 1)], depth), *flush]
+    terms = [*chunk, *_blocked_gather(stage, per_term, flush), *flush]
     kind = {"F": "values", "J": "tangents", "R": "slot adjoints", "H": "tangents of the slot adjoints"}[mode]
     head = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")',
             f"def {p}_{mode}({', '.join([*params, 'BND'])}):", f'    """Stage {p}: its terms\' {kind}."""',
@@ -497,7 +504,11 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
         terms, buffers = [*chunk, *_inline_nest(stage, per)], []
     if mode in "FJ":
         buffers = [b for b in buffers if b != "acc = 0.0"]
-        per_chunk = ["acc = 0.0", *terms, "PART[ch] = acc"] if constant else terms
+        if constant and buffers:
+            lanes = [f"acc{a}" for a in range(ACCUMULATORS)]
+            per_chunk = [f"{' = '.join(lanes)} = 0.0", *terms, f"PART[ch] = {_pairwise(lanes)}"]
+        else:
+            per_chunk = ["acc = 0.0", *terms, "PART[ch] = acc"] if constant else terms
         total = ["    total = 0.0", "    for ch in range(NC):", "        total += PART[ch]",
                  f"    {target}[{stage.position}] += total"] if constant else []
         return _chunked(p, mode, [*params, "BND"], buffers, per_chunk, kind, total)
@@ -537,6 +548,30 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
                   f"                {into}[e] += C{j}[g, e]"]
         serial += ["    for g in range(units):", f"        {into} += C{j}[g]"]
     return [*unit, *lines, "", "", *serial, "", ""]
+
+
+def _blocked_gather(stage: Stage, per_term: list[str], flush: list[str]) -> list[str]:
+    """The loops that gather terms into the buffer rows ``c ..`` and ``flush`` every ``L`` of them: the
+    innermost loop fills as many rows as the buffer has left in one branch-free run (``in_n`` of them
+    from ``in_s``), which LLVM turns into vector copies, then tests once for a full buffer."""
+    if not stage.loops:
+        return [*per_term, "if c == L:", *_indent(flush, 1)]
+    depth, last = len(stage.loops) - 1, stage.loops[-1]
+    lo, hi = ("c_lo", "c_hi - 1") if depth == 0 else (last.lo, last.hi)
+    rows = [line.replace("[c, ", "[c + in_t, ").replace("P[c]", "P[c + in_t]") for line in per_term
+            if line != "c += 1"]
+    inner = [f"in_s = {lo}", f"while in_s <= {hi}:", f"    in_n = min(L - c, {hi} + 1 - in_s)",
+             "    for in_t in range(in_n):", f"        {last.index} = in_s + in_t", *_indent(rows, 2),
+             "    c += in_n", "    in_s += in_n", "    if c == L:", *_indent(flush, 2)]
+    return [*_loop_header(stage, True, depth), *_indent(inner, depth)]
+
+
+def _pairwise(names: list[str]) -> str:
+    """Python text adding ``names`` as a balanced tree, in a fixed order."""
+    if len(names) == 1:
+        return names[0]
+    half = len(names) // 2
+    return f"({_pairwise(names[:half])} + {_pairwise(names[half:])})"
 
 
 def _inline_nest(stage: Stage, statements: list[str]) -> list[str]:
