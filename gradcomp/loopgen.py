@@ -18,7 +18,11 @@ Numba drivers that walk the stage's terms:
   ``Mod(i + c, E)`` on a periodic axis, ``Slot.wrap``): groups of chunks run in two alternating
   phases, so neighbours never run together; "copies" otherwise: each group adds into a private copy
   (their number depends on the sizes only), then the copies are summed in order, in parallel over
-  blocks of elements. Every plan is deterministic and race-free;
+  blocks of elements. Every plan is deterministic and race-free.  A stencil of arithmetic only (a box
+  of loops whose every read of a differentiated argument is ``i + shift`` or its wrap) has no scatter at
+  all: its adjoint gathers per element the terms that read it (``loopstencil``);
+- inline bodies (arithmetic only) run as scalar statements, the innermost loop split into edges and a
+  wrap-free interior that LLVM vectorizes; buffered sums keep eight partial sums side by side;
 - ``count`` (terms of a chunk) and ``check`` (every index against its extent, before anything is
   written) walk the loops without the body.
 
@@ -476,7 +480,7 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
     buffers.append("c = 0")
 
     chunk = ["c_lo = BND[ch]", "c_hi = BND[ch + 1]"] if stage.loops else []
-    terms = [*chunk, *_blocked_gather(stage, per_term, flush), *flush]
+    terms = [*chunk, *_blocked_gather(stage, per_term, flush)]
     kind = {"F": "values", "J": "tangents", "R": "slot adjoints", "H": "tangents of the slot adjoints"}[mode]
     head = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")',
             f"def {p}_{mode}({', '.join([*params, 'BND'])}):", f'    """Stage {p}: its terms\' {kind}."""',
@@ -553,17 +557,19 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
 def _blocked_gather(stage: Stage, per_term: list[str], flush: list[str]) -> list[str]:
     """The loops that gather terms into the buffer rows ``c ..`` and ``flush`` every ``L`` of them: the
     innermost loop fills as many rows as the buffer has left in one branch-free run (``in_n`` of them
-    from ``in_s``), which LLVM turns into vector copies, then tests once for a full buffer."""
+    from ``in_s``), which LLVM turns into vector copies, then tests once for a full buffer; the rest
+    is flushed at the chunk's end (by the same test in a single loop: one copy of the body's code)."""
     if not stage.loops:
-        return [*per_term, "if c == L:", *_indent(flush, 1)]
+        return [*per_term, "if c == L:", *_indent(flush, 1), *flush]
     depth, last = len(stage.loops) - 1, stage.loops[-1]
     lo, hi = ("c_lo", "c_hi - 1") if depth == 0 else (last.lo, last.hi)
     rows = [line.replace("[c, ", "[c + in_t, ").replace("P[c]", "P[c + in_t]") for line in per_term
             if line != "c += 1"]
     inner = [f"in_s = {lo}", f"while in_s <= {hi}:", f"    in_n = min(L - c, {hi} + 1 - in_s)",
              "    for in_t in range(in_n):", f"        {last.index} = in_s + in_t", *_indent(rows, 2),
-             "    c += in_n", "    in_s += in_n", "    if c == L:", *_indent(flush, 2)]
-    return [*_loop_header(stage, True, depth), *_indent(inner, depth)]
+             "    c += in_n", "    in_s += in_n", f"    if c == L{f' or in_s > {hi}' if depth == 0 else ''}:",
+             *_indent(flush, 2)]
+    return [*_loop_header(stage, True, depth), *_indent(inner, depth), *(flush if depth else [])]
 
 
 def _pairwise(names: list[str]) -> str:
