@@ -212,31 +212,38 @@ def gather_plan(stage, sources: list[str], extents: dict):
         if any(f is False or f is None for f in found):
             return None
         axes = tuple(next((a for a, f in enumerate(found) if f[0] == d), -1) for d in range(len(loops)))
-        if -1 in axes or len(set(axes)) != len(axes):
-            return None
+        if -1 in axes or len(set(axes)) != len(axes) or sum(f[0] is not None for f in found) != len(loops):
+            return None  # a loop missing, or one on two axes (a diagonal A[i, i]): the scatter plans
         fixed = tuple(f[1] if f[0] is None else None for f in found)
         if axes_of.setdefault(slot.source, axes) != axes or fixed_of.setdefault(slot.source, fixed) != fixed:
             return None
         reads.append((k, slot.source, tuple(found[a][1] for a in axes), tuple(found[a][2] for a in axes)))
     if not reads or len(set(axes_of.values())) != 1:
         return None
+    per_source = {source: _ranges(loops, [r for r in reads if r[1] == source], extents[source], axes)
+                  for source, axes in axes_of.items()}
+    ranges = set(per_source.values())
+    if len(ranges) != 1:
+        return None  # one loop over elements for all sources: a write outside one's own would corrupt it
+    ranges = ranges.pop()
+    return {"axes": axes_of, "fixed": fixed_of, "ranges": tuple(ranges), "reads": tuple(reads)}
+
+
+def _ranges(loops, reads, extent: tuple[str, ...], axes: tuple[int, ...]):
+    """Per loop, the elements (first, last texts) of one source that its reads touch: the loop's range
+    moved by the least and the greatest shift, or the whole axis where a read wraps around it (or
+    shifts of sizes do not compare)."""
     ranges = []
     for d, lp in enumerate(loops):
         shifts = [r[2][d] for r in reads]
-        if any(r[3][d] for r in reads):
-            span = None  # a period: every element of the axis
-        else:
+        span = None  # a period: every element of the axis
+        if not any(r[3][d] for r in reads):
             try:
                 span = (_text(_expr(lp.lo) + min(shifts)), _text(_expr(lp.hi) + max(shifts)))
             except TypeError:  # shifts of sizes that do not compare
                 span = None
-        if span is None:
-            per_source = {extents[s][axes_of[s][d]] for s in axes_of}
-            if len(per_source) != 1:
-                return None
-            span = ("0", f"({per_source.pop()} - 1)")
-        ranges.append(span)
-    return {"axes": axes_of, "fixed": fixed_of, "ranges": tuple(ranges), "reads": tuple(reads)}
+        ranges.append(span or (_text(sp.Integer(0)), _text(_expr(extent[axes[d]]) - 1)))  # one text per range
+    return tuple(ranges)
 
 
 def gather_adjoint(stage, plan, p: str, params: list[str], inline, cotangent: str, extents: dict,
@@ -325,14 +332,16 @@ def gather_adjoint(stage, plan, p: str, params: list[str], inline, cotangent: st
     unit = ['@njit(cache=CACHE, nogil=True, error_model="numpy")', f"def {p}_R_unit({args}, first, last):",
             f'    """Stage {p}: the {kind}, of element rows first .. last - 1."""',
             *["    " + line for line in nest]]
+    # no terms, no elements: with an empty loop the shifted element ranges need not lie in the arrays
+    empty = [f"    if {' or '.join(f'({lp.hi}) < ({lp.lo})' for lp in loops)}:", "        return"]
     parallel = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")', f"def {p}_R({args}):",
-                f'    """Stage {p}: its terms\' {kind}."""', f"    lo, hi = {row_lo}, {row_hi}",
+                f'    """Stage {p}: its terms\' {kind}."""', *empty, f"    lo, hi = {row_lo}, {row_hi}",
                 f"    length = max(1, {terms_per_chunk} // max(1, {per_row}))",
                 "    blocks = (hi - lo + length) // length if hi >= lo else 0", "    for block in prange(blocks):",
                 f"        {p}_R_unit({args}, lo + block * length, min(hi + 1, lo + (block + 1) * length))"]
     serial = [f"def {p}_R_serial({args}):",
               f'    """Stage {p}: its terms\' {kind}, on the calling thread (plain Python around the unit)."""',
-              f"    lo, hi = {row_lo}, {row_hi}", "    if hi >= lo:", f"        {p}_R_unit({args}, lo, hi + 1)"]
+              *empty, f"    lo, hi = {row_lo}, {row_hi}", "    if hi >= lo:", f"        {p}_R_unit({args}, lo, hi + 1)"]
     return [*unit, "", "", *parallel, "", "", *serial, "", ""]
 
 

@@ -247,6 +247,27 @@ def test_a_stencil_sum_with_open_edges_matches_torch(shape):
     np.testing.assert_allclose(kernel.grad(a), torch_grad(f, a)[0], rtol=1e-12, atol=1e-14)
 
 
+def test_a_diagonal_read_keeps_the_scatter_and_matches_torch():
+    """A[i, i] puts one loop on two axes: no per-element gather inverts it, the scatter plans run."""
+    A = sp.IndexedBase("A", shape=(n, n))
+    kernel = gc.compile(sp.Sum(3 * A[i, i] * A[i, i] - A[i, i] * A[i, n - 1 - i], (i, 0, n - 1)), [A], cache=False)
+    assert "gathered per element" not in kernel.source
+    a = rng.random((5, 5))
+    expected = torch_grad(lambda t: (3 * torch.diagonal(t) ** 2 - torch.diagonal(t) * torch.diagonal(t.flip(1))).sum(),
+                          a)[0]
+    np.testing.assert_allclose(kernel.grad(a), expected, rtol=1e-13, atol=1e-14)
+
+
+def test_stencil_reads_of_two_arguments_with_different_element_ranges_match_torch():
+    """x[i] and w[i + 1] touch different elements of arrays of different lengths (no shared gather)."""
+    w = sp.IndexedBase("w", shape=(n + 1,))
+    kernel = gc.compile(sp.Sum(x[i] * w[i + 1] - x[i] ** 2 * w[i], (i, 0, n - 1)), [x, w], cache=False)
+    a, b = rng.random(7), rng.random(8)
+    expected = torch_grad(lambda s, t: (s * t[1:] - s ** 2 * t[:-1]).sum(), a, b)
+    for got, want in zip(kernel.grad(a, b), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+
+
 def test_gather_through_an_edge_list_with_repeated_edges():
     e = sp.IndexedBase("e", shape=(m, 2), integer=True)
     w = sp.IndexedBase("w", shape=(m,))
