@@ -40,7 +40,7 @@ import sympy as sp
 from .codegen import VECTOR_ROW_MAX, Printer, count_operations, instructions, listing
 from .derive import derive
 from .indexed import LoopModel, Slot, Stage
-from .loopstencil import gather_adjoint, gather_plan, split_nest
+from .loopstencil import gather_adjoint, gather_plan, split_loop
 from .record import LoopRecord
 from .spec import make_signature
 from .version import __version__
@@ -561,8 +561,7 @@ def _blocked_gather(stage: Stage, per_term: list[str], flush: list[str]) -> list
     is flushed at the chunk's end (by the same test in a single loop: one copy of the body's code)."""
     if not stage.loops:
         return [*per_term, "if c == L:", *_indent(flush, 1), *flush]
-    depth, last = len(stage.loops) - 1, stage.loops[-1]
-    lo, hi = ("c_lo", "c_hi - 1") if depth == 0 else (last.lo, last.hi)
+    depth, (lo, hi), last = len(stage.loops) - 1, _innermost_range(stage), stage.loops[-1]
     rows = [line.replace("[c, ", "[c + in_t, ").replace("P[c]", "P[c + in_t]") for line in per_term
             if line != "c += 1"]
     inner = [f"in_s = {lo}", f"while in_s <= {hi}:", f"    in_n = min(L - c, {hi} + 1 - in_s)",
@@ -580,9 +579,19 @@ def _pairwise(names: list[str]) -> str:
     return f"({_pairwise(names[:half])} + {_pairwise(names[half:])})"
 
 
+def _innermost_range(stage: Stage) -> tuple[str, str]:
+    """The inclusive range of a chunk's innermost loop: the chunk's own rows when it is the outermost."""
+    last = stage.loops[-1]
+    return ("c_lo", "c_hi - 1") if len(stage.loops) == 1 else (last.lo, last.hi)
+
+
 def _inline_nest(stage: Stage, statements: list[str]) -> list[str]:
     """The chunk's loops around an inline body's statements, the innermost split where wraps vanish."""
-    return split_nest(stage.loops, True, statements) if stage.loops else statements
+    if not stage.loops:
+        return statements
+    depth = len(stage.loops) - 1
+    inner = split_loop(stage.loops[-1].index, *_innermost_range(stage), statements)
+    return [*_loop_header(stage, True, depth), *_indent(inner, depth)]
 
 
 def _gathered(model, stage, p, params, plan, inline) -> list[str] | None:
@@ -594,7 +603,8 @@ def _gathered(model, stage, p, params, plan, inline) -> list[str] | None:
     found = gather_plan(stage, list(plan), extents)
     if found is None:
         return None
-    return gather_adjoint(stage, found, p, params, inline, f"b{stage.target}", extents, TERMS_PER_CHUNK)
+    reads = [_read(slot, "") for slot in stage.slots]
+    return gather_adjoint(stage, found, p, params, inline, reads, f"b{stage.target}", extents, TERMS_PER_CHUNK)
 
 
 def _chunked(p: str, mode: str, params: list[str], buffers: list[str], per_chunk: list[str], kind: str,

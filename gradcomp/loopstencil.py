@@ -126,17 +126,11 @@ def split_inner(index: str, lo: str, hi: str, edge: list[str], inner: list[str],
             f"for {index} in range(in_lo, in_hi + 1):", *["    " + line for line in inner]]
 
 
-def split_nest(loops, chunked: bool, statements: list[str]) -> list[str]:
-    """The loop nest (``loopgen``'s ``Loop`` records; the outermost over ``c_lo .. c_hi - 1`` when
-    ``chunked``) around ``statements``, its innermost loop split by ``split_inner``."""
-    lines = []
-    for depth, loop in enumerate(loops[:-1]):
-        head = "range(c_lo, c_hi)" if depth == 0 and chunked else f"range({loop.lo}, {loop.hi} + 1)"
-        lines.append("    " * depth + f"for {loop.index} in {head}:")
-    last, depth = loops[-1], len(loops) - 1
-    lo, hi = ("c_lo", "c_hi - 1") if depth == 0 and chunked else (last.lo, last.hi)
-    inner, lows, highs = unwrap(statements, last.index)
-    return lines + ["    " * depth + line for line in split_inner(last.index, lo, hi, statements, inner, lows, highs)]
+def split_loop(index: str, lo: str, hi: str, statements: list[str]) -> list[str]:
+    """The loop ``index`` in ``lo .. hi`` around ``statements``, split by ``split_inner`` where ``unwrap``
+    finds wraps that vanish in an interior."""
+    inner, lows, highs = unwrap(statements, index)
+    return split_inner(index, lo, hi, statements, inner, lows, highs)
 
 
 # -- the gathered adjoint --------------------------------------------------------------------------------
@@ -246,10 +240,11 @@ def _ranges(loops, reads, extent: tuple[str, ...], axes: tuple[int, ...]):
     return tuple(ranges)
 
 
-def gather_adjoint(stage, plan, p: str, params: list[str], inline, cotangent: str, extents: dict,
-                   terms_per_chunk: int) -> list[str]:
+def gather_adjoint(stage, plan, p: str, params: list[str], inline, slot_reads: list[str], cotangent: str,
+                   extents: dict, terms_per_chunk: int) -> list[str]:
     """The ``R`` driver of ``plan`` (see ``gather_plan``): a unit over element rows first .. last - 1, the
-    parallel driver over blocks of rows, its serial twin in plain Python.
+    parallel driver over blocks of rows, its serial twin in plain Python.  ``slot_reads``: each slot's
+    read at term ``i0 ..`` as Python text.
 
     Per element ``q`` (loops ``q0 ..``), per group of slots that one term reads (the same shifts), the
     term's indices ``k<j>_<d>`` = ``q_d - shift`` (wrapped on a period), the statements of the body's
@@ -266,9 +261,9 @@ def gather_adjoint(stage, plan, p: str, params: list[str], inline, cotangent: st
     acc = {s: f"g{s[1:]}" for s in sources}
     outer, edge_inner, plain_inner, lows, highs = [[] for _ in range(D)], [], [], [], []
 
-    def bound(low, high):
-        lows.extend([low] if low not in lows else [])
-        highs.extend([high] if high not in highs else [])
+    def bound(new_lows, new_highs):  # each list on its own: unwrap's two lists need not pair up
+        lows.extend(low for low in dict.fromkeys(new_lows) if low not in lows)
+        highs.extend(high for high in dict.fromkeys(new_highs) if high not in highs)
 
     for j, ((shifts, wrapped), members) in enumerate(groups.items()):
         wanted = [outputs[0][k] for k, _ in members]
@@ -289,18 +284,17 @@ def gather_adjoint(stage, plan, p: str, params: list[str], inline, cotangent: st
             q_lo, q_hi = (_expr(t) for t in plan["ranges"][d])
             if wrap:
                 if d == D - 1:  # the interior reads q - shift unwrapped
-                    bound(_text(shift), _text(_expr(modulus) - 1 + shift))
+                    bound([_text(shift)], [_text(_expr(modulus) - 1 + shift)])
                 continue
             if (q_lo - shift - lo).is_nonnegative and (hi - q_hi + shift).is_nonnegative:
                 continue  # every element's term lies in the loop's range
             test = f"{loops[d].lo} <= {index} <= {loops[d].hi}"
             if d == D - 1:
                 guards.append(test)
-                bound(_text(lo + shift), _text(hi + shift))
+                bound([_text(lo + shift)], [_text(hi + shift)])
             else:
                 outer_guards.append((d, test))
-        reads = [f"{name}{suffix} = {_read_slot(stage.slots[k])}" for k, name in enumerate(slot_names)
-                 if name in used]
+        reads = [f"{name}{suffix} = {slot_reads[k]}" for k, name in enumerate(slot_names) if name in used]
         reads += [f"{v_name}{suffix} = {cotangent}[U({stage.position})]"] if v_name in used else []
         block = [*reads, *[_renamed(line, local, suffix) for line in body],
                  *[f"{acc[s]} += {_renamed(outputs[0][k], local, suffix)}" for k, s in members]]
@@ -315,8 +309,7 @@ def gather_adjoint(stage, plan, p: str, params: list[str], inline, cotangent: st
     starts = [f"{acc[s]} = DTYPE(0.0)" for s in sources]
     writes = [f"b{s}[U({_flat(_coords(plan, s, q), extents[s])})] += {acc[s]}" for s in sources]
     plain_inner, more_lows, more_highs = unwrap(plain_inner, q[-1])
-    for low, high in zip(more_lows, more_highs):
-        bound(low, high)
+    bound(more_lows, more_highs)
     lo_last, hi_last = ("first", "last - 1") if D == 1 else plan["ranges"][-1]
     inner = split_inner(q[-1], lo_last, hi_last, [*starts, *edge_inner, *writes],
                         [*starts, *plain_inner, *writes], lows, highs)
@@ -348,11 +341,3 @@ def gather_adjoint(stage, plan, p: str, params: list[str], inline, cotangent: st
 def _coords(plan, source: str, q: list[str]) -> list[str]:
     axes, fixed = plan["axes"][source], plan["fixed"][source]
     return [q[axes.index(a)] if a in axes else fixed[a] for a in range(len(fixed))]
-
-
-def _read_slot(slot) -> str:
-    if slot.source == "zero":
-        return "0.0"
-    if slot.source == "index":
-        return f"float({slot.flat})"
-    return f"{slot.source}[U({slot.flat})]"
