@@ -644,8 +644,9 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str], inl
     - ``P`` (pattern): per term its row (the target element) into ``ROW``, per entry its column (the
       slot's flat position in its source) into ``COL``;
     - ``S`` (values): the body's VJP with a cotangent of 1 gives every slot's partial derivative;
-      entry ``e`` is added into ``DATA[POS[e]]`` (its CSR position: a chunk owns its positions when
-      no two entries share one, else ``POS`` is the identity and the runtime sums duplicates in order);
+      entry ``e`` is stored into ``DATA[POS[e]]`` (its CSR position when no two entries share one, else
+      ``POS`` is the identity and the runtime sums duplicates in order): every position is written by
+      exactly one entry, so ``DATA`` needs no zeroing and no read;
     - ``SH``: the body's Hessian, column by column (forward over reverse along each sparse slot).
     """
     sparse = _sparse_slots(model, stage)
@@ -681,7 +682,7 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str], inl
         if mode == "S":
             flush = [f"for b in range(0, c, {p}_W):", f"    {p}_vjp(b, c, (S, V), (1, 1), (G,))",
                      "for t in range(c):", f"    e = (tb + t) * {per}",
-                     *[f"    DATA[POS[e + {j}]] += G[t, {k}]" for j, (k, _) in enumerate(sparse)]]
+                     *[f"    DATA[POS[e + {j}]] = G[t, {k}]" for j, (k, _) in enumerate(sparse)]]
         else:
             buffers += [f"D = np.zeros((L, {K}), DTYPE)", "O = np.empty((L, 1), DTYPE)"]
             flush = []
@@ -689,7 +690,7 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str], inl
                 flush += ["for t in range(c):", f"    D[t, {kc}] = 1.0", f"for b in range(0, c, {p}_W):",
                           f"    {p}_vjp_jvp(b, c, (S, V, D), (1, 1, 1), (O, G))", "for t in range(c):",
                           f"    D[t, {kc}] = 0.0", f"    e = (tb + t) * {per} + {column}",
-                          *[f"    DATA[POS[e + {j * KS}]] += G[t, {k}]" for j, (k, _) in enumerate(sparse)]]
+                          *[f"    DATA[POS[e + {j * KS}]] = G[t, {k}]" for j, (k, _) in enumerate(sparse)]]
         flush += ["tb += c", "c = 0"]
         body = ["c = 0", "tb = OFF[ch]", *chunk, *_loop_header(stage, True),
                 *_indent([*gather, "if c == L:", *_indent(flush, 1)], depth), *flush]
@@ -698,18 +699,18 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str], inl
             per_term = [*_slot_reads(names[0], stage), f"{names[1][0]} = DTYPE(1.0)", f"e = tb * {per}"]
             for column, (kc, _) in enumerate(sparse):
                 per_term += [f"{name} = DTYPE({1.0 if k == kc else 0.0})" for k, name in enumerate(names[2])]
-                per_term += [*statements, *[f"DATA[POS[e + {column + j * KS}]] += {outputs[1][k]}"
+                per_term += [*statements, *[f"DATA[POS[e + {column + j * KS}]] = {outputs[1][k]}"
                                             for j, (k, _) in enumerate(sparse)]]
             body = ["tb = OFF[ch]", *chunk, *_loop_header(stage, True), *_indent([*per_term, "tb += 1"], depth)]
             buffers = []
         if mode == "S" and "vjp" in inline:  # the body's VJP with a cotangent of 1, as scalar statements
             names, statements, outputs = inline["vjp"]
             per_term = [*_slot_reads(names[0], stage), f"{names[1][0]} = DTYPE(1.0)", *statements, f"e = tb * {per}",
-                        *[f"DATA[POS[e + {j}]] += {outputs[0][k]}" for j, (k, _) in enumerate(sparse)], "tb += 1"]
+                        *[f"DATA[POS[e + {j}]] = {outputs[0][k]}" for j, (k, _) in enumerate(sparse)], "tb += 1"]
             body, buffers = ["tb = OFF[ch]", *chunk, *_loop_header(stage, True), *_indent(per_term, depth)], []
         what = "partial derivatives" if mode == "S" else "second partial derivatives"
         lines += _chunked(p, mode, [*base, "BND", "OFF", "POS", "DATA"], buffers, body,
-                          f"{what}, added into DATA at their positions POS")
+                          f"{what}, stored into DATA at their positions POS")
     return lines
 
 

@@ -5,8 +5,10 @@ target element the term writes or adds into, its column the slot's flat position
 its value the body's partial derivative there.  A Hessian gives one entry per pair of sparse slots.
 The pattern is the set of those (row, column) pairs, built per call in O(entries) by the stage's
 ``P`` driver and a stable sort of nearly sorted keys; entries that share a position are summed, in
-entry order (deterministic).  Values come from the ``S``/``SH`` drivers: each entry added straight
-into its CSR position when no two entries share one, else into its own slot and then summed.
+entry order (deterministic).  Values come from the ``S``/``SH`` drivers: each entry stored straight
+into its CSR position when no two entries share one, else into its own slot and then summed.  Either
+way every value is written once, so the values start unzeroed, and the positions are 32-bit where
+they fit: the values are memory-bound (a store and a position read per entry).
 
 The wrt arguments' blocks are stacked row-wise (block ``b``'s rows at ``b * out size``), so each
 block's CSR arrays are one contiguous slice of the whole.  The pattern is kept per sizes and
@@ -99,9 +101,11 @@ def _build(kernel, arrays, sizes, hessian: bool) -> Pattern:
     indptr_all = np.zeros(count.size + 1, np.int64)
     np.cumsum(count, out=indptr_all[1:])
     shared = unique.size < key.size
+    narrow = np.int32 if key.size < 2 ** 31 else np.int64
     positions, start = [], 0
     for entries in keys:
-        positions.append(np.arange(start, start + entries.size) if shared else position[start:start + entries.size])
+        here = np.arange(start, start + entries.size) if shared else position[start:start + entries.size]
+        positions.append(here.astype(narrow))
         start += entries.size
     indptr, indices, starts = [], [], []
     for b in range(len(blocks)):
@@ -120,7 +124,7 @@ def values(kernel, arrays, sizes, found: Pattern, hessian: bool) -> np.ndarray:
     dtype = kernel.dtype
     base = (*sizes, *flat, np.zeros(prod(out_shape), dtype))
     total = found.nnz if found.summed is None else found.summed.size
-    data = np.zeros(total, dtype)
+    data = np.empty(total, dtype)  # every entry is stored once (see the module's docstring)
     for stage, (cut, offsets), positions in zip(kernel._stages(), found.cuts, found.positions):
         driver = stage.drivers[6 if hessian else 5]
         kernel._launch(driver, (*base, cut, offsets, positions, data), cut.size - 1)
