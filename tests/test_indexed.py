@@ -268,6 +268,24 @@ def test_stencil_reads_of_two_arguments_with_different_element_ranges_match_torc
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
 
 
+@pytest.mark.parametrize("lengths", [(7, 3), (3, 7), (5, 5), (1, 4), (4, 1)])
+def test_one_shift_wrapped_by_two_moduli_matches_torch(lengths):
+    """x[Mod(i + 1, n)] and w[Mod(i + 1, m)]: one shift, two periods, so the wrap-free interior of the
+    loop is bounded by both (a read of w is exact without its wrap only where i + 1 < m)."""
+    w = sp.IndexedBase("w", shape=(m,))
+    term = x[sp.Mod(i + 1, n)] * w[sp.Mod(i + 1, m)] - x[i] * w[sp.Mod(i + 2, m)] ** 2
+    kernel = gc.compile(sp.Sum(term, (i, 0, n - 1)), [x, w], cache=False)
+    a, b = rng.random(lengths[0]), rng.random(lengths[1])
+    index = np.arange(lengths[0])
+
+    def f(s, t):
+        return (s[(index + 1) % s.shape[0]] * t[(index + 1) % t.shape[0]] - s * t[(index + 2) % t.shape[0]] ** 2).sum()
+
+    np.testing.assert_allclose(kernel(a, b), f(torch.tensor(a), torch.tensor(b)).item(), rtol=1e-13, atol=1e-15)
+    for got, want in zip(kernel.grad(a, b), torch_grad(f, a, b)):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+
+
 def test_gather_through_an_edge_list_with_repeated_edges():
     e = sp.IndexedBase("e", shape=(m, 2), integer=True)
     w = sp.IndexedBase("w", shape=(m,))
