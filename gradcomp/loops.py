@@ -8,6 +8,7 @@ drivers: forward in order, adjoints in reverse order.  Needs neither SymPy nor t
 
 from __future__ import annotations
 
+import time
 import types
 from math import prod
 from typing import NamedTuple
@@ -23,11 +24,31 @@ class _Driver:
     """A stage's driver for one mode (one of ``_MODES``): its parallel and serial twins, and whether the parallel
     one is compiled (``drivers.compile_in_background`` reads ``name``, ``parallel``, ``parallel_started``)."""
 
-    __slots__ = ("name", "parallel", "serial", "parallel_started", "parallel_ready", "called")
+    __slots__ = ("name", "parallel", "serial", "parallel_started", "parallel_ready", "serial_seconds", "serial_ran")
 
     def __init__(self, name, parallel, serial):
         self.name, self.parallel, self.serial = name, parallel, serial
-        self.parallel_started = self.parallel_ready = self.called = False
+        self.parallel_started = self.parallel_ready = self.serial_ran = False
+        self.serial_seconds = 0.0  # spent in the serial twin's runs after its first (which compiles)
+
+    def run_serial(self, args) -> None:
+        """The serial twin; its first run compiles its unit on this thread, ahead of background compiles."""
+        if self.serial_ran:
+            started = time.perf_counter()
+            self.serial(*args)
+            self.serial_seconds += time.perf_counter() - started
+            return
+        with drivers.foreground():
+            self.serial(*args)
+        self.serial_ran = True
+
+
+PARALLEL_AFTER_S = 0.1
+"""A stage's parallel twin starts compiling (in the background) once its serial twin has run this long, over
+calls after its first.  That compile costs a core 1-2 s and holds Numba's compiler lock, which the first call
+of every other method waits for: the first sparse Jacobian of a least-squares fit took 3.1 s instead of 1.3 s
+behind the residual's parallel twin, whose serial one ran 0.03 ms a call and gained nothing from it.
+``LoopKernel.precompile`` makes the twins start at their first call instead."""
 
 
 _MODES = ("F", "J", "R", "H", "P", "S", "SH")
@@ -73,6 +94,7 @@ class LoopKernel:
         self._checked: dict = {}  # sizes -> coverage and affine bounds already checked
         self._stage_list: list[_Stage] | None = None
         self._patterns: dict = {}  # (hessian, sizes) -> (integer arguments, loopsparse.Pattern)
+        self._parallel_after = PARALLEL_AFTER_S  # 0 after precompile(); -1 with precompile(parallel=False)
 
     # -- public methods ----------------------------------------------------
     def __call__(self, *xs, out=None):
@@ -214,7 +236,11 @@ class LoopKernel:
         return ("forward", "vjp", "value_and_vjp", "jvp", "vjp_jvp", "hvp", "jacobian", "hessian")
 
     def precompile(self, methods=None, parallel: bool = True) -> None:
-        """Nothing to do ahead: each stage's drivers compile on first use (and load from the cache after)."""
+        """Each stage's drivers compile at first use, for the types that call gives them (sizes come with the
+        arguments), and load from the cache after.  So this only sets when parallel twins compile: with
+        ``parallel``, in the background right after a stage's first (serial) run, instead of after its
+        serial runs took ``PARALLEL_AFTER_S``; else never.  ``methods`` is ignored: stages serve them all."""
+        self._parallel_after = 0.0 if parallel else -1.0
 
     def to_torch(self):
         from .bridges.torch import to_torch
@@ -253,10 +279,9 @@ class LoopKernel:
                 if driver.parallel.signatures:  # compiled in the background meanwhile (or loaded)
                     driver.parallel_ready = True
                 else:
-                    driver.serial(*args)
-                    if driver.called:  # a driver run once needs no parallel twin: cold calls compile one each
+                    driver.run_serial(args)
+                    if 0 <= self._parallel_after <= driver.serial_seconds:
                         drivers.compile_in_background(self.name or self.key[:12], driver, args, self.path is not None)
-                    driver.called = True
                     return
             if not drivers.parallel_exclusive:
                 driver.parallel(*args)
@@ -268,7 +293,7 @@ class LoopKernel:
                 finally:
                     slot.release()
                 return
-        driver.serial(*args)
+        driver.run_serial(args)
 
     def _scalar(self, name):
         if self.out_shape:

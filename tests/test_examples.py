@@ -55,6 +55,12 @@ def check_bratu(output: str) -> None:
     assert number_after(r"solutions differ by at most", output) < 1e-8
 
 
+def check_deblur(output: str) -> None:
+    assert number_after(r"recovered", output) < 0.8 * number_after(r"start \(the blurred data\)", output)
+    exact, fd = number_after(r"final cost: gradcomp", output), number_after(r"finite differences", output)
+    assert abs(exact - fd) <= 1e-6 * exact, output
+
+
 def check_pendulum(output: str) -> None:
     assert "closed loop from a push, 6 s: solved" in output, output
     assert number_after(r"max \|x\(T\) - x_up\| =", output) < 0.05
@@ -71,6 +77,7 @@ def check_native_ik(output: str) -> None:
 CHECKS = {
     "native_ik.py": check_native_ik,
     "bratu_newton.py": check_bratu,
+    "deblur_least_squares.py": check_deblur,
     "n_link_pendulum.py": check_pendulum,
     "brusselator_2d.py": check_brusselator,
     "seed_backward.py": check_seed_backward,
@@ -81,7 +88,7 @@ CHECKS = {
     "stiff_ode_jacobian.py": check_stiff_ode,
 }
 NEEDS = {"torch_custom_layer.py": "torch", "brusselator_2d.py": "scipy", "n_link_pendulum.py": "scipy",
-         "bratu_newton.py": "scipy",
+         "bratu_newton.py": "scipy", "deblur_least_squares.py": "scipy",
          "rosenbrock_optimize.py": "scipy", "stiff_ode_jacobian.py": "scipy"}
 
 

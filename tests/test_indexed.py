@@ -11,7 +11,7 @@ import sympy as sp
 import torch
 
 import gradcomp as gc
-from gradcomp import drivers
+from gradcomp import drivers, loops
 
 torch.set_default_dtype(torch.float64)
 
@@ -216,12 +216,12 @@ def test_a_periodic_stencil_adjoint_gathers_per_element_like_torch(shape):
 
 def test_a_gathered_stencil_adjoint_does_not_depend_on_the_thread_count():
     kernel = gc.compile(*two_field_stencil(), cache=False)
+    kernel.precompile()  # parallel twins compile from each stage's first call on
     a, b, ct = rng.random((300, 70)), rng.random((300, 70)), rng.standard_normal((2, 300, 70))
     results = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
         numba.set_num_threads(threads)
-        for _ in range(2):  # the second call starts the parallel driver's compile
-            kernel.vjp(a, b, ct)
+        kernel.vjp(a, b, ct)
         for stage in kernel._stages():
             drivers.finish_background(stage.drivers[2])
         results.append(kernel.vjp(a, b, ct))
@@ -330,8 +330,9 @@ def test_first_call_serial_and_later_parallel_give_the_same_bits():
     # the first call runs each stage's serial twin while the parallel driver compiles in the background
     chain, grid = gc.compile(*chain_model(), cache=False), gc.compile(*lj_model(), cache=False)
     for kernel, point in ((chain, rng.random(30_000)), (grid, lattice(300))):
+        kernel.precompile()  # each first call starts its parallel twin's compile, after the serial run
         first = (kernel(point), kernel.grad(point), kernel.hvp(point, np.ones_like(point)))
-        again = (kernel(point), kernel.grad(point), kernel.hvp(point, np.ones_like(point)))  # starts the compiles
+        again = (kernel(point), kernel.grad(point), kernel.hvp(point, np.ones_like(point)))
         stages = kernel._stages()
         for stage in stages:
             for driver in stage.drivers:
@@ -340,6 +341,27 @@ def test_first_call_serial_and_later_parallel_give_the_same_bits():
         assert all(driver.parallel_ready for driver in (stages[0].drivers[0], stages[0].drivers[2]))
         for a, b, c in zip(first, again, later):
             assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_a_parallel_twin_compiles_only_once_the_serial_one_has_run_a_while():
+    """Cheap calls never pay for a parallel compile (nor make another method's first call wait behind it)."""
+    # a model of its own: kernels of one model share their generated module, and so their compiled drivers
+    kernel = gc.compile(sp.Sum((x[i + 1] - x[i]) ** 2 + 3 * sp.cos(x[i]), (i, 0, n - 2)), [x], cache=False)
+    point = rng.random(30_000)  # several chunks, a fraction of a millisecond a call
+    for _ in range(5):
+        kernel.grad(point)
+    adjoint = kernel._stages()[0].drivers[2]
+    assert adjoint.serial_seconds < loops.PARALLEL_AFTER_S and not adjoint.parallel_started
+
+
+def test_precompile_starts_each_parallel_twin_after_its_first_run():
+    kernel = gc.compile(sp.Sum((x[i + 1] - x[i]) ** 2 + 5 * sp.cos(x[i]), (i, 0, n - 2)), [x], cache=False)
+    kernel.precompile()
+    kernel.grad(rng.random(30_000))
+    adjoint = kernel._stages()[0].drivers[2]
+    assert adjoint.parallel_started
+    drivers.finish_background(adjoint)
+    assert adjoint.parallel.signatures
 
 
 def test_out_of_bounds_index_is_a_compile_error_when_provable():

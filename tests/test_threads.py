@@ -240,3 +240,41 @@ def test_a_first_large_batch_runs_serially_while_the_parallel_driver_compiles_in
         time.sleep(0.05)
     assert method.parallel.signatures, "the background compile of the parallel driver never finished"
     np.testing.assert_allclose(kernel(points), expected, rtol=1e-15)
+
+
+def _large_batch_kernel():
+    x = sp.Symbol("x")
+    kernel = gc.compile(sp.cos(x) * x + x ** 3, [x], cache=False)
+    return kernel, np.linspace(-2, 2, 2 * kernel._methods["forward"].parallel_min_points)
+
+
+def test_a_background_compile_waits_while_a_first_call_compiles():
+    import time
+
+    from gradcomp import drivers
+    kernel, points = _large_batch_kernel()
+    method = kernel._methods["forward"]
+    with drivers.foreground():  # as a first call compiling on this thread: the background one must not start
+        kernel(points)  # serial; starts the parallel driver's compile, which waits for its turn
+        assert method.parallel_started
+        time.sleep(1.0)
+        assert not method.parallel.signatures
+    drivers.finish_background(method)
+    assert method.parallel.signatures
+
+
+def test_waiting_for_a_background_compile_inside_a_first_call_does_not_hang():
+    from gradcomp import drivers
+    kernel, points = _large_batch_kernel()
+    method = kernel._methods["forward"]
+
+    def first_call_that_waits():
+        with drivers.foreground():
+            kernel(points)
+            drivers.finish_background(method)  # the gate opens for a caller that waits
+
+    worker = threading.Thread(target=first_call_that_waits, daemon=True)
+    worker.start()
+    worker.join(TIMEOUT_S)
+    assert not worker.is_alive(), "finish_background inside a first call hung"
+    assert method.parallel.signatures
