@@ -192,6 +192,13 @@ def _stage_source(model: LoopModel, number: int, stage: Stage, printer) -> tuple
     lines.append(f"{p}_W = LANES if {width} <= {VECTOR_ROW_MAX} else 1")
     for method in programs:
         lines.append(f'{p}_{method} = block("{p}_{method}", {p}_{method}_CODE, "{model.dtype}", {p}_W)')
+    if _in_place(model, stage) is not None:
+        lines.append("# in place: the slots read from the arguments' own rows, one input block each")
+        for method in ("forward", "vjp"):
+            if method not in inline:
+                lines.append(f'{p}_{method}_rows = block("{p}_{method}_rows", '
+                             f'"""{_split_slots(instructions(programs[method]), len(stage.slots))}""", '
+                             f'"{model.dtype}", {p}_W)')
     lines += ["", ""]
     names = _names(model)
     lines += _count(model, stage, p) + _check(model, stage, p) + _bounds(model, stage, p)
@@ -481,6 +488,15 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
 
     chunk = ["c_lo = BND[ch]", "c_hi = BND[ch + 1]"] if stage.loops else []
     terms = [*chunk, *_blocked_gather(stage, per_term, flush)]
+    rows = _in_place(model, stage) if mode in "FR" else None
+    if rows is not None:  # flush's lines after the core call, on rows rs + t instead of buffered positions
+        position = re.sub(rf"\b{stage.loops[0].index}\b", "(rs + t)", stage.position)
+        consume = [line.replace("P[t]", f"U({position})") for line in flush[2:-1]]
+        for k, slot in scatter:
+            flat = re.sub(rf"\b{stage.loops[0].index}\b", "(rs + t)", slot.flat)
+            consume = [line.replace(f"FL[t, {k}]", flat) for line in consume]
+        terms = [*chunk, *_in_place_terms(model, stage, p, mode, rows, consume)]
+        buffers = [b for b in buffers if not b.startswith(("S =", "V =", "FL =", "P ="))]
     kind = {"F": "values", "J": "tangents", "R": "slot adjoints", "H": "tangents of the slot adjoints"}[mode]
     head = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")',
             f"def {p}_{mode}({', '.join([*params, 'BND'])}):", f'    """Stage {p}: its terms\' {kind}."""',
@@ -552,6 +568,69 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
                   f"                {into}[e] += C{j}[g, e]"]
         serial += ["    for g in range(units):", f"        {into} += C{j}[g]"]
     return [*unit, *lines, "", "", *serial, "", ""]
+
+
+def _in_place(model: LoopModel, stage: Stage) -> list[tuple[str, int]] | None:
+    """For a single loop over a range of the sizes whose every slot is a float argument's element
+    ``i + shift`` (a row per term, contiguous) or one element for all terms (a shared row), and whose
+    target position (its adjoint's, in ``R``) is one of those too: per slot, then for the target, the
+    array the core reads a block of terms from, starting at the block's first term ``rs``, and its step
+    (1 or 0).  The core then reads them in place, with no copy into slot buffers and no index buffer
+    for the scatter (logsumexp's VJP spent more on those than on its arithmetic).  Else None."""
+    if len(stage.loops) != 1 or not _is_box(stage):
+        return None
+    index = re.compile(rf"\b{stage.loops[0].index}\b")
+    affine = re.compile(rf"\(?(-?\d+ \+ )?{stage.loops[0].index}( [+-] \d+)?\)?")  # i + c, as SymPy prints it
+    rows = []
+    for slot in stage.slots:
+        source = slot.source
+        if source[:1] not in "AT" or source in ("zero",) or (
+                source[0] == "A" and model.arguments[int(source[1:])].integer):
+            return None
+        if not index.search(slot.flat):
+            rows.append((f"{source}[{slot.flat}:]", 0))
+        elif source[0] == "A" and len(slot.coords) == 1 and slot.axis == 0 and not slot.wrap:  # i + shift
+            start = f"rs {'+' if slot.shift > 0 else '-'} {abs(slot.shift)}" if slot.shift else "rs"
+            rows.append((f"{source}[{start}:]", 1))
+        else:
+            return None
+    if not index.search(stage.position):
+        rows.append((f"{stage.target}[{stage.position}:]", 0))
+    elif affine.fullmatch(stage.position):
+        rows.append((f"{stage.target}[{index.sub('rs', stage.position)}:]", 1))
+    else:
+        return None
+    return rows
+
+
+def _split_slots(code: str, slots: int) -> str:
+    """A body's instruction text with its slot block (block 0, one value per slot) split into one block
+    per slot, so that each slot's rows can come from an array of its own (``_in_place``)."""
+    lines = code.split("\n")
+    head = lines[0].split()
+    out = ["in " + " ".join(["1"] * slots + head[2:]), *lines[1:2]]
+    for line in lines[2:]:
+        parts = line.split(" ")
+        if len(parts) == 4 and parts[1] == "load":
+            block, position = int(parts[2]), int(parts[3])
+            parts[2:] = [str(position), "0"] if block == 0 else [str(block + slots - 1), str(position)]
+        out.append(" ".join(parts))
+    return "\n".join(out)
+
+
+def _in_place_terms(model: LoopModel, stage: Stage, p: str, mode: str, rows, consume: list[str]) -> list[str]:
+    """``F``/``R`` of an ``_in_place`` stage: blocks of up to ``L`` terms from each chunk's first, the core
+    reading the slots' rows where they are; ``consume`` then takes the block's ``c`` results (``O`` or
+    ``G``) with ``i0`` (the loop index) at ``rs + t`` for row ``t``."""
+    slots = rows[:len(stage.slots)]
+    if mode == "F":
+        inputs, outputs, method = slots, "(O,)", "forward"
+    else:
+        inputs, outputs, method = [*slots, ("b" + rows[-1][0], rows[-1][1])], "(G,)", "vjp"
+    arrays = ", ".join(text for text, _ in inputs) + ("," if len(inputs) == 1 else "")
+    steps = ", ".join(str(step) for _, step in inputs) + ("," if len(inputs) == 1 else "")
+    return ["for rs in range(c_lo, c_hi, L):", "    c = min(L, c_hi - rs)", f"    for b in range(0, c, {p}_W):",
+            f"        {p}_{method}_rows(b, c, ({arrays}), ({steps}), {outputs})", *_indent(consume, 1)]
 
 
 def _blocked_gather(stage: Stage, per_term: list[str], flush: list[str]) -> list[str]:

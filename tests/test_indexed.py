@@ -286,6 +286,30 @@ def test_one_shift_wrapped_by_two_moduli_matches_torch(lengths):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
 
 
+@pytest.mark.parametrize("length", [4, 258, 259, 1000])
+def test_a_single_loop_of_function_calls_reads_its_slots_in_place_like_torch(length):
+    """Rows r - 2 and r + 1 of x and one element of w for every term: the cores read them where they are,
+    in blocks of 256 terms (the last one partial)."""
+    w = sp.IndexedBase("w", shape=(2,))
+    y = sp.IndexedBase("y", shape=(n,))
+    r = sp.Idx("r", (2, n - 2))
+    equations = [sp.Eq(y[r], sp.exp(x[r - 2] * w[1]) + sp.sin(x[r + 1]) * w[0]),
+                 sp.Eq(y[0], x[0]), sp.Eq(y[1], x[1]), sp.Eq(y[n - 1], x[n - 1])]
+    kernel = gc.compile(equations, [x, w], cache=False)
+    assert "_rows(" in kernel.source
+    a, b, ct = rng.random(length), rng.random(2), rng.standard_normal(length)
+
+    def f(s, t):
+        inner = torch.exp(s[:-3] * t[1]) + torch.sin(s[3:]) * t[0]
+        return torch.cat([s[:2], inner, s[-1:]])
+
+    np.testing.assert_allclose(kernel(a, b), f(torch.tensor(a), torch.tensor(b)).numpy(), rtol=1e-14)
+    tensors = [torch.tensor(v, requires_grad=True) for v in (a, b)]
+    f(*tensors).backward(torch.tensor(ct))
+    for got, tensor in zip(kernel.vjp(a, b, ct), tensors):
+        np.testing.assert_allclose(got, tensor.grad.numpy(), rtol=1e-13, atol=1e-14)
+
+
 def test_gather_through_an_edge_list_with_repeated_edges():
     e = sp.IndexedBase("e", shape=(m, 2), integer=True)
     w = sp.IndexedBase("w", shape=(m,))
