@@ -201,6 +201,7 @@ def _stage_source(model: LoopModel, number: int, stage: Stage, printer) -> tuple
                              f'"{model.dtype}", {p}_W)')
     lines += ["", ""]
     names = _names(model)
+    lines += _per_row(model, stage, p) if _is_pair_nest(stage) else []
     lines += _count(model, stage, p) + _check(model, stage, p) + _bounds(model, stage, p)
     for mode in "FJRH":
         lines += _driver(model, stage, p, mode, names[mode], inline)
@@ -231,6 +232,28 @@ def _loop_header(stage: Stage, chunked: bool, upto=None) -> list[str]:
 
 def _indent(lines, levels):
     return ["    " * levels + line for line in lines]
+
+
+def _is_pair_nest(stage: Stage) -> bool:
+    """Two loops, the outer over a range of the sizes, the inner's bounds affine in the outer index and the
+    sizes (a pair triangle ``j = i + 1 .. n - 1``): its terms per row, chunks and index checks then have
+    a closed form in NumPy (``_per_row``), with nothing to compile on a kernel's first call."""
+    if len(stage.loops) != 2 or not all(_of_sizes(text) for text in (stage.loops[0].lo, stage.loops[0].hi)):
+        return False
+    outer, inner = stage.loops
+    sized = [re.sub(rf"\b{outer.index}\b", "N0", text) for text in (inner.lo, inner.hi)]
+    return all(_of_sizes(text) and not re.search(r"\*\*|/|%", text) for text in sized)
+
+
+def _per_row(model, stage, p) -> list[str]:
+    """``<p>_per_row``: the outer rows of a pair nest and each one's terms, in NumPy."""
+    params = [*model.sizes, *[f"A{k}" for k in range(len(model.arguments))]]
+    outer, inner = stage.loops
+    return [f"def {p}_per_row({', '.join(params)}):",
+            '    """The outer loop\'s rows and the terms of each (the inner range\'s length), in NumPy."""',
+            f"    {outer.index} = np.arange({outer.lo}, ({outer.hi}) + 1, dtype=np.int64)",
+            f"    return {outer.index}, np.maximum(0, np.asarray(({inner.hi}) - ({inner.lo}) + 1, np.int64) "
+            f"+ 0 * {outer.index})", "", ""]
 
 
 def _count(model, stage, p) -> list[str]:
@@ -276,6 +299,16 @@ def _check(model, stage, p) -> list[str]:
         return [lines[1], '    """Each index at the corners of the loops\' box."""', f"    if {empty}:",
                 "        return -1, 0", *_indent(corners, 1),
                 *_indent(tests((False,), "wrap_python("), len(stage.loops) + 1), "    return -1, 0", "", ""]
+    if _is_pair_nest(stage) and all(not c.gather and _affine_or_wrapped(c.index) for c in stage.checks):
+        # An affine index is extreme, in each row, at the row's first or last term, and along those (affine
+        # in the outer index) at the first or last row that has terms: four corners, in plain Python.
+        outer, inner = stage.loops
+        return [lines[1], '    """Each index at the corners of the nest (first and last non-empty rows)."""',
+                f"    rows, per = {p}_per_row({', '.join(params)})", "    full = np.flatnonzero(per)",
+                "    if full.size == 0:", "        return -1, 0",
+                f"    for {outer.index} in (int(rows[full[0]]), int(rows[full[-1]])):",
+                f"        for {inner.index} in ({inner.lo}, {inner.hi}):",
+                *_indent(tests((False,), "wrap_python("), 3), "    return -1, 0", "", ""]
     last = stage.loops[-1]
     outer = _indent(_loop_header(stage, False, len(stage.loops) - 1), 1)
     depth = len(stage.loops)
@@ -301,6 +334,19 @@ def _bounds(model, stage, p) -> list[str]:
                 '    """One chunk: the single term."""', "    return np.arange(2, dtype=np.int64)", "", ""]
     if _is_box(stage):
         return _bounds_closed_form(stage, p, params, least)
+    if _is_pair_nest(stage):
+        return [f"def {p}_bounds({', '.join(params)}):",
+                f'    """Chunk boundaries: about {TERMS_PER_CHUNK} terms, at least {least} row(s) each, in NumPy."""',
+                f"    rows, per = {p}_per_row({', '.join(params)})", "    if rows.size == 0:",
+                f"        return np.full(1, {stage.loops[0].lo}, np.int64)",
+                "    ends = np.cumsum(per)  # a chunk ends after the row whose running total reaches the next "
+                f"multiple of {TERMS_PER_CHUNK}",
+                f"    marks = np.arange({TERMS_PER_CHUNK}, ends[-1], {TERMS_PER_CHUNK})",
+                "    cuts = np.unique(np.searchsorted(ends, marks, side='left') + 1)",
+                "    kept, last = [0], 0", "    for cut in cuts.tolist():",
+                f"        if cut - last >= {least} and rows.size - cut >= {least}:",
+                "            kept.append(cut)", "            last = cut",
+                "    kept.append(rows.size)", "    return rows[0] + np.array(kept, np.int64)", "", ""]
     first = stage.loops[0]
     count = f"{p}_count({', '.join(params)}"
     lines += [f"    lo, hi = {first.lo}, {first.hi}", "    if hi < lo:", "        BND = np.empty(1, np.int64)",
@@ -738,6 +784,12 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str], inl
                  '    """Terms before each chunk (and all of them, last): rows times the terms per row."""',
                  "    OFF = np.zeros(BND.size, np.int64)", f"    np.cumsum(np.diff(BND) * ({per}), out=OFF[1:])",
                  "    return OFF", "", ""]
+    elif _is_pair_nest(stage):  # the running total of the terms per row, at each chunk's first row
+        lines = [f"def {p}_offsets({', '.join([*sizes_args, 'BND'])}):",
+                 '    """Terms before each chunk (and all of them, last), in NumPy."""',
+                 f"    rows, per = {p}_per_row({', '.join(sizes_args)})",
+                 "    ends = np.zeros(per.size + 1, np.int64)", "    np.cumsum(per, out=ends[1:])",
+                 f"    return ends[BND - ({stage.loops[0].lo})]", "", ""]
     else:
         lines = ['@njit(cache=CACHE, nogil=True, error_model="numpy")',
                  f"def {p}_offsets({', '.join([*sizes_args, 'BND'])}):",

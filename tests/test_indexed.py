@@ -92,6 +92,29 @@ def test_triangle_pair_sum_forces_match_torch():
     np.testing.assert_allclose(k.grad(p), torch_grad(lj_torch, p)[0], rtol=1e-11, atol=1e-11)
 
 
+@pytest.mark.parametrize("length", [1, 2, 3, 150])
+def test_a_lower_triangle_pair_sum_matches_torch(length):
+    """Rows of 0, 1, ... i - 1 terms (the first row empty): chunks and checks in closed form."""
+    term = sp.exp(-(x[i] - x[j]) ** 2) * x[j]
+    kernel = gc.compile(sp.Sum(sp.Sum(term, (j, 0, i - 1)), (i, 0, n - 1)), [x], cache=False)
+
+    def f(z):
+        lower = torch.tril(torch.ones(z.shape[0], z.shape[0], dtype=torch.bool), -1)
+        return (torch.exp(-(z[:, None] - z[None, :]) ** 2) * z[None, :])[lower].sum()
+
+    a = rng.random(length)
+    np.testing.assert_allclose(kernel(a), f(torch.tensor(a)).item(), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(kernel.grad(a), torch_grad(f, a)[0], rtol=1e-12, atol=1e-14)
+
+
+def test_a_pair_sum_reading_past_a_shorter_array_raises_at_call_time():
+    w = sp.IndexedBase("w", shape=(m,))
+    kernel = gc.compile(sp.Sum(sp.Sum(x[i] * w[j], (j, i, n - 1)), (i, 0, n - 1)), [x, w], cache=False)
+    np.testing.assert_allclose(kernel(np.ones(3), np.ones(3)), 6.0)
+    with pytest.raises(IndexError, match="w"):
+        kernel(np.ones(4), np.ones(3))
+
+
 def test_pair_sum_matches_the_unrolled_kernel():
     P = sp.IndexedBase("P", shape=(n, 3))
     expr, args = lj_model()
@@ -169,7 +192,7 @@ def test_periodic_grid_with_mod():
                 + w ** 2)
 
     w, v = rng.random((9, 9)), rng.random((9, 9))
-    np.testing.assert_allclose(k(w), f(torch.tensor(w)).numpy(), rtol=1e-13)
+    np.testing.assert_allclose(k(w), f(torch.tensor(w)).numpy(), rtol=1e-13, atol=1e-15)  # (sums that cancel)
     wt = torch.tensor(w, requires_grad=True)
     f(wt).backward(torch.tensor(v))
     np.testing.assert_allclose(k.vjp(w, v), wt.grad.numpy(), rtol=1e-12)
@@ -620,6 +643,14 @@ def test_sparse_jacobian_per_wrt_argument():
     np.testing.assert_array_equal(Jx.toarray(), dense_x)
     np.testing.assert_array_equal(Ja.toarray(), dense_a.reshape(5, 15))
     assert (Jx.nnz, Ja.nnz) == (5, 10)
+
+
+def test_sparse_hessian_of_a_pair_sum_matches_the_dense_one():
+    kernel = gc.compile(*lj_model(), cache=False)
+    points = lattice(6)
+    dense = kernel.hessian(points)
+    np.testing.assert_allclose(kernel.hessian(points, sparse=True).toarray(), dense.reshape(18, 18),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_pattern_of_a_million_states_without_unrolling():
