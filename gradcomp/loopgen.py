@@ -203,8 +203,10 @@ def _stage_source(model: LoopModel, number: int, stage: Stage, printer) -> tuple
     names = _names(model)
     lines += _per_row(model, stage, p) if _is_pair_nest(stage) else []
     lines += _count(model, stage, p) + _check(model, stage, p) + _bounds(model, stage, p)
+    python = _inline_bodies(programs, printer, stage, python=True) if not stage.loops else {}
     for mode in "FJRH":
-        lines += _driver(model, stage, p, mode, names[mode], inline)
+        lines += _python_twin(model, stage, p, mode, names[mode], python,
+                              _driver(model, stage, p, mode, names[mode], inline))
     lines += _sparse_drivers(model, stage, p, names["F"], inline)
     return "\n".join(lines), ops
 
@@ -440,16 +442,31 @@ _UNIT_NAMES = re.compile(r"c|ch|t|u|b|e|acc\d*|first|last|BND|PART|S|O|P|V|G|FL|
                          r"length|blocks|block|U|[NAiCYqgw]\d*|k\d+_\d+|ok\d+|[bdh]\w*|\w*_t\d+")
 
 
-def _inline_bodies(programs, printer, stage: Stage) -> dict:
-    """Per body method of arithmetic only: (its inputs' names per block, its statements, its outputs'
-    texts per block).  None of its names may be one of the loop unit's own."""
+_NUMPY_OF = {"exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "cos": "cos", "tan": "tan", "tanh": "tanh",
+             "sinh": "sinh", "cosh": "cosh", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
+             "atan2": "arctan2", "expm1": "expm1", "log1p": "log1p", "copysign": "copysign"}
+"""A listing's ``math`` functions that run as plain Python (``_python_twin``), as NumPy's: on NumPy scalars
+they give IEEE results (log(0) = -inf, sqrt(-1) = nan) as the compiled code does, where ``math`` raises."""
+_PYTHON_CASTS = frozenset({"f32(", "DTYPE(", "U(", "float(", "abs("})
+
+
+def _inline_bodies(programs, printer, stage: Stage, python: bool = False) -> dict:
+    """Per body method of arithmetic only (with ``python``: of anything whose listing is plain Python, math's
+    functions included): (its inputs' names per block, its statements, its outputs' texts per block).
+    None of its names may be one of the loop unit's own."""
     found = {}
     for method in BODY_METHODS:
         program = programs[method]
-        if {line.split()[1] for line in instructions(program).splitlines()[2:]} - INLINE_OPS:
+        statements = listing(program, printer)
+        if python:
+            calls = {m.group(0) for line in statements for m in re.finditer(r"(?<![\w.])[\w.]+\(", line)}
+            if any(call not in _PYTHON_CASTS and call[5:-1] not in _NUMPY_OF for call in calls):
+                continue
+            statements = [re.sub(r"(?<![\w.])math\.(\w+)\(", lambda m: f"np.{_NUMPY_OF[m.group(1)]}(", line)
+                          for line in statements]
+        elif {line.split()[1] for line in instructions(program).splitlines()[2:]} - INLINE_OPS:
             continue
         names = [[symbol.name for symbol in b.operands] for b in program.inputs]
-        statements = listing(program, printer)
         if any(_UNIT_NAMES.fullmatch(name) for name in [*sum(names, []), *(a.target.name for a in
                                                                              program.assignments)]):
             continue
@@ -717,6 +734,39 @@ def _inline_nest(stage: Stage, statements: list[str]) -> list[str]:
     depth = len(stage.loops) - 1
     inner = split_loop(stage.loops[-1].index, *_innermost_range(stage), statements)
     return [*_loop_header(stage, True, depth), *_indent(inner, depth)]
+
+
+def _python_twin(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str], python: dict,
+                 lines: list[str]) -> list[str]:
+    """``lines`` (a mode's drivers), whose serial twin, for a single term (no loops: a stage like
+    ``log(_T0)`` of ``log(Sum(...))``) whose body is plain Python, runs the body's statements in Python:
+    nothing to compile (its unit cost a first call 0.1-0.2 s) for one term, which never needs the
+    parallel twin either.  Python's ``math`` functions round within an ulp of the vector math's."""
+    method = {"F": "forward", "J": "jvp", "R": "vjp"}.get(mode)
+    if stage.loops or method not in python:
+        return lines
+    names, statements, outputs = python[method]
+    body = _slot_reads(names[0], stage)
+    if mode == "J":
+        body += [f"{name} = {_read(slot, 'd') if _has_tangent(model, slot.source) else '0.0'}"
+                 for name, slot in zip(names[1], stage.slots)]
+    if mode == "R":
+        body.append(f"{names[1][0]} = b{stage.target}[U({stage.position})]")
+    body += statements
+    if mode in "FJ":
+        target = {"F": "", "J": "d"}[mode] + stage.target
+        body.append(f"{target}[U({stage.position})] {'=' if stage.kind == 'write' else '+='} {outputs[0][0]}")
+    else:
+        body += [f"b{slot.source}[U({slot.flat})] += {outputs[0][k]}" for k, slot in enumerate(stage.slots)
+                 if _has_tangent(model, slot.source)]
+    head = f"def {p}_{mode}_serial("
+    start = next(n for n, line in enumerate(lines) if line.startswith(head))
+    end = next((n for n in range(start + 1, len(lines)) if lines[n][:1] not in ("", " ")), len(lines))
+    twin = [f"{head}{', '.join([*params, 'BND'])}):",
+            f'    """Stage {p}: its single term, in plain Python (nothing to compile)."""',
+            '    with np.errstate(all="ignore"):  # IEEE results without warnings, as compiled', *_indent(body, 2),
+            "", ""]
+    return [*lines[:start], *twin, *lines[end:]]
 
 
 def _gathered(model, stage, p, params, plan, inline) -> list[str] | None:

@@ -3,6 +3,7 @@
 import pickle
 import subprocess
 import sys
+import warnings
 
 import numba
 import numpy as np
@@ -138,6 +139,18 @@ def test_log_sum_exp_of_a_sum():
     t = rng.random(100)
     hessian = torch.autograd.functional.hessian(lambda q: torch.logsumexp(q, 0), torch.tensor(z)).numpy()
     np.testing.assert_allclose(k.hvp(z, t), hessian @ t, rtol=1e-11, atol=1e-14)
+
+
+def test_a_single_term_stage_runs_in_python_with_ieee_results():
+    """log(Sum(...)): the log is one term, run as plain Python; log(0) is -inf as in compiled code, not an error."""
+    kernel = gc.compile(sp.log(sp.Sum(x[i] ** 2, (i, 0, n - 1))), [x], cache=False)
+    assert "its single term, in plain Python" in kernel.source
+    a = rng.random(7)
+    np.testing.assert_allclose(kernel(a), np.log(np.sum(a ** 2)), rtol=1e-15)
+    np.testing.assert_allclose(kernel.grad(a), 2 * a / np.sum(a ** 2), rtol=1e-14)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert kernel(np.zeros(3)) == -np.inf
 
 
 def test_indexed_output_with_boundaries_and_inner_sum():
