@@ -382,6 +382,12 @@ def _of_sizes(text: str) -> bool:
     return re.fullmatch(r"[\sN\d()+\-*/%]*", text) is not None
 
 
+def _sized_only(stage: Stage) -> bool:
+    """The loops' ranges read no argument (index data): chunk boundaries, and checks of indices that
+    are no gathers, then depend on the sizes alone."""
+    return not any(re.search(r"\bA\d", lp.lo + lp.hi) for lp in stage.loops)
+
+
 def _is_box(stage: Stage) -> bool:
     """Every loop's range from the sizes alone (no outer index): a box, whatever the sizes."""
     return all(_of_sizes(text) for lp in stage.loops for text in (lp.lo, lp.hi))
@@ -942,6 +948,8 @@ def _tables(model: LoopModel) -> str:
         f"{tuple(slot.source for _, slot in _sparse_slots(model, s))!r})" for n, s in enumerate(model.stages))
     checks = ", ".join("(" + "".join(f"({c.array!r}, {c.axis}, {model.user(c.index)!r}, {model.user(c.extent)!r}), "
                                      for c in s.checks) + ")" for s in model.stages)
+    sized = ", ".join(f"({_sized_only(s) and not any(c.gather for c in s.checks)}, {_sized_only(s)})"
+                      for s in model.stages)
     return "\n".join([
         "# ---- what the runtime reads " + "-" * 50,
         f"def extents({sizes}):", '    """The arguments\' core shapes and the output\'s, from the sizes."""',
@@ -955,4 +963,6 @@ def _tables(model: LoopModel) -> str:
         "# temporary), terms before each chunk, the source of each sparse slot",
         f"STAGES = [{stages}]", "",
         "# per stage: (argument, axis, index, extent) of each bounds check, for errors",
-        f"CHECKS = [{checks}]", ""])
+        f"CHECKS = [{checks}]", "",
+        "# per stage: whether its index checks, and its chunk boundaries, depend on the sizes alone (kept per sizes)",
+        f"SIZED = [{sized}]", ""])

@@ -94,6 +94,7 @@ class LoopKernel:
         self._checked: dict = {}  # sizes -> coverage and affine bounds already checked
         self._stage_list: list[_Stage] | None = None
         self._patterns: dict = {}  # (hessian, sizes) -> (integer arguments, loopsparse.Pattern)
+        self._cuts: dict = {}  # sizes -> every stage's chunk boundaries, where they depend on the sizes alone
         self._parallel_after = PARALLEL_AFTER_S  # 0 after precompile(); -1 with precompile(parallel=False)
 
     # -- public methods ----------------------------------------------------
@@ -400,13 +401,18 @@ class LoopKernel:
 
     def _bounds(self, module, sizes, arrays):
         flat = [a.reshape(-1) for a in arrays]
+        passed = self._checked[sizes]  # True, or the stages whose checks passed at these sizes
         for number, stage in enumerate(self._stages()):
+            if passed is not True and number in passed:
+                continue
             failed, value = stage.check(*sizes, *flat)
             if failed >= 0:
                 array, axis, index, extent = module.CHECKS[number][failed]
                 raise IndexError(
                     f"index {index} of {array!r} (axis {axis}) is {value}, outside 0 .. {extent} - 1 at sizes "
                     f"{dict(zip(self.sizes, sizes))}; nothing was computed or written.")
+        if passed is True:  # first call at these sizes: keep the checks that need no array's contents
+            self._checked[sizes] = {number for number, (by_sizes, _) in enumerate(module.SIZED) if by_sizes}
 
     def _batched(self, method, values, extra, out):
         arrays, batch = self._arrays(values, extra)
@@ -480,7 +486,13 @@ class LoopKernel:
         # a vjp's reverse drivers never read the value: no output array to fill with zeros then
         y = module.EMPTY if method == "vjp" else np.zeros(prod(out_shape), dtype)
         stages = self._stages()
-        bounds = [stage.bounds(*sizes, *flat) for stage in stages]
+        bounds = self._cuts.get(sizes)
+        if bounds is None:
+            bounds = [stage.bounds(*sizes, *flat) for stage in stages]
+            if all(by_sizes for _, by_sizes in module.SIZED):
+                if len(self._cuts) >= 16:
+                    self._cuts.clear()
+                self._cuts[sizes] = bounds
         empty = module.EMPTY
         base = (*sizes, *flat, *temps, y)
         need_y = method in ("forward", "value_and_vjp")

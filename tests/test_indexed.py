@@ -440,6 +440,15 @@ def test_out_of_bounds_gather_raises_before_writing():
     assert out == 7.0
 
 
+def test_index_data_is_checked_on_every_call_at_the_same_sizes():
+    """Checks of affine indices are kept per sizes; those through index data run on every call."""
+    e = sp.IndexedBase("e", shape=(m,), integer=True)
+    kernel = gc.compile(sp.Sum(x[e[k]] * x[k], (k, 0, m - 1)), [x, e], cache=False)
+    np.testing.assert_allclose(kernel(np.arange(5.0), np.array([4, 3])), 4 * 0 + 3 * 1)
+    with pytest.raises(IndexError, match="'x'.*5"):
+        kernel(np.arange(5.0), np.array([5, 3]))
+
+
 def test_an_affine_index_past_a_shorter_array_raises_at_call_time():
     """Box loops over one size reading an array of another: the index is checked where it is extreme."""
     y = sp.IndexedBase("y", shape=(m,))
