@@ -4,7 +4,7 @@ Every term of a stage gives one entry per *sparse slot* (a slot of a wrt argumen
 target element the term writes or adds into, its column the slot's flat position in its argument,
 its value the body's partial derivative there.  A Hessian gives one entry per pair of sparse slots.
 The pattern is the set of those (row, column) pairs, built per call in O(entries) by the stage's
-``P`` driver and a stable sort of nearly sorted keys; entries that share a position are summed, in
+``P`` driver and two stable counting sorts (``csr``); entries that share a position are summed, in
 entry order (deterministic).  Values come from the ``S``/``SH`` drivers: each entry stored straight
 into its CSR position when no two entries share one, else into its own slot and then summed.  Either
 way every value is written once, so the values start unzeroed, and the positions are 32-bit where
@@ -70,7 +70,7 @@ def _build(kernel, arrays, sizes, hessian: bool) -> Pattern:
     blocks = [kernel.wrt[0]] if hessian else list(kernel.wrt)
     rows_out = prod(arrays[blocks[0]].shape) if hessian else prod(out_shape)
     width = max(prod(arrays[k].shape) for k in blocks)
-    keys, cuts = [], []
+    row_parts, column_parts, cuts = [], [], []
     for stage in kernel._stages():
         cut = stage.bounds(*sizes, *flat)
         offsets = stage.offsets(*sizes, *flat, cut)
@@ -87,33 +87,26 @@ def _build(kernel, arrays, sizes, hessian: bool) -> Pattern:
             block = np.array([blocks.index(int(source[1:])) for source in stage.sparse], np.int64)
             rows = block[None, :] * rows_out + row[:, None]
             columns = column
-        keys.append(rows.reshape(-1) * width + columns.reshape(-1))
-    key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-    order = np.argsort(key, kind="stable")  # entries come nearly sorted: about linear
-    ordered = key[order]
-    first = np.ones(ordered.size, bool)
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    unique = ordered[first]
-    position = np.empty(key.size, np.int64)
-    position[order] = np.cumsum(first, dtype=np.int64) - 1
-    rows_all, columns_all = np.divmod(unique, width)
-    count = np.bincount(rows_all, minlength=rows_out * len(blocks))
-    indptr_all = np.zeros(count.size + 1, np.int64)
-    np.cumsum(count, out=indptr_all[1:])
-    shared = unique.size < key.size
-    narrow = np.int32 if key.size < 2 ** 31 else np.int64
+        row_parts.append(rows.reshape(-1))
+        column_parts.append(columns.reshape(-1))
+    rows = np.concatenate(row_parts) if row_parts else np.zeros(0, np.int64)
+    columns = np.concatenate(column_parts) if column_parts else np.zeros(0, np.int64)
+    from .csr import csr_positions  # here: Numba's import and the helper's cache load, for patterns only
+    position, indptr_all, columns_all, unique = csr_positions(rows, columns, rows_out * len(blocks), width)
+    shared = unique < rows.size
+    narrow = np.int32 if rows.size < 2 ** 31 else np.int64
     positions, start = [], 0
-    for entries in keys:
-        here = np.arange(start, start + entries.size) if shared else position[start:start + entries.size]
+    for part in row_parts:
+        here = np.arange(start, start + part.size) if shared else position[start:start + part.size]
         positions.append(here.astype(narrow))
-        start += entries.size
+        start += part.size
     indptr, indices, starts = [], [], []
     for b in range(len(blocks)):
         part = indptr_all[b * rows_out:(b + 1) * rows_out + 1]
         indptr.append(part - part[0])
         indices.append(columns_all[part[0]:part[-1]])
         starts.append(int(part[0]))
-    return Pattern(indptr, indices, starts, int(unique.size), positions, position if shared else None, cuts)
+    return Pattern(indptr, indices, starts, int(unique), positions, position if shared else None, cuts)
 
 
 def values(kernel, arrays, sizes, found: Pattern, hessian: bool) -> np.ndarray:

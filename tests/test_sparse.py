@@ -87,3 +87,19 @@ def test_more_outputs_than_inputs_sweep_by_columns_with_the_same_result():
     kernel = gc.compile(outputs, [[a, b]], cache=False)
     np.testing.assert_allclose(kernel.jacobian([0.4, -1.2], sparse=True).toarray(), kernel.jacobian([0.4, -1.2]),
                                rtol=1e-15)
+
+
+@pytest.mark.parametrize("count, row_count, col_count", [(0, 3, 4), (1, 1, 1), (1000, 5, 7), (5000, 2, 100000),
+                                                          (20000, 50, 30)])
+def test_csr_positions_of_random_entries_match_numpy_unique(count, row_count, col_count):
+    """Short rows (insertion sort) and long ones (heap sort) alike: each entry's CSR position, the pattern."""
+    from gradcomp.csr import csr_positions
+    generator = np.random.default_rng(count)
+    rows, cols = generator.integers(0, row_count, count), generator.integers(0, col_count, count)
+    position, indptr, indices, unique = csr_positions(rows, cols, row_count, col_count)
+    keys, inverse = np.unique(rows * col_count + cols, return_inverse=True)
+    assert unique == keys.size
+    np.testing.assert_array_equal(position, inverse.ravel())
+    np.testing.assert_array_equal(indices, keys % col_count)
+    np.testing.assert_array_equal(indptr, np.concatenate([[0], np.cumsum(np.bincount(keys // col_count,
+                                                                                      minlength=row_count))]))
