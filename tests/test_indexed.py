@@ -346,6 +346,22 @@ def test_a_single_loop_of_function_calls_reads_its_slots_in_place_like_torch(len
         np.testing.assert_allclose(got, tensor.grad.numpy(), rtol=1e-13, atol=1e-14)
 
 
+def test_in_place_rows_in_float32_and_in_a_batch_match_torch():
+    """The same in-place reads on float32 arrays, and per point of a batch of 3."""
+    kernel = gc.compile(sp.Sum(sp.exp(x[i + 1] - x[i]) * sp.cos(x[i]), (i, 0, n - 2)), [x], cache=False,
+                        dtype="float32")
+    assert "_rows(" in kernel.source
+    a = rng.random((3, 300)).astype(np.float32)
+
+    def f(z):
+        return (torch.exp(z[..., 1:] - z[..., :-1]) * torch.cos(z[..., :-1])).sum(-1)
+
+    tensor = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+    f(tensor).sum().backward()
+    np.testing.assert_allclose(kernel(a), f(torch.tensor(a, dtype=torch.float64)).numpy(), rtol=2e-5)
+    np.testing.assert_allclose(kernel.grad(a), tensor.grad.numpy(), rtol=2e-5, atol=2e-6)
+
+
 def test_gather_through_an_edge_list_with_repeated_edges():
     e = sp.IndexedBase("e", shape=(m, 2), integer=True)
     w = sp.IndexedBase("w", shape=(m,))
