@@ -154,7 +154,8 @@ def _header(model: LoopModel, meta: LoopRecord) -> str:
               "# Numba then skips its negative-index wraparound, whose selects keep loops from SIMD lanes.",
               "U = np.uint64", "", f"META = {meta!r}", "",
               f"L = {TERMS_PER_BLOCK}", f"DTYPE = np.{model.dtype}",
-              "EMPTY = np.zeros(0, DTYPE)", "", "", *WRAP.splitlines(), "", ""]
+              "EMPTY = np.zeros(0, DTYPE)", "ZERO = np.zeros(1, DTYPE)  # a shared row: the tangent of a constant slot",
+              "", "", *WRAP.splitlines(), "", ""]
     return "\n".join(lines)
 
 
@@ -194,10 +195,10 @@ def _stage_source(model: LoopModel, number: int, stage: Stage, printer) -> tuple
         lines.append(f'{p}_{method} = block("{p}_{method}", {p}_{method}_CODE, "{model.dtype}", {p}_W)')
     if _in_place(model, stage) is not None:
         lines.append("# in place: the slots read from the arguments' own rows, one input block each")
-        for method in ("forward", "vjp"):
+        for method, blocks in (("forward", 1), ("jvp", 2), ("vjp", 1)):
             if method not in inline:
                 lines.append(f'{p}_{method}_rows = block("{p}_{method}_rows", '
-                             f'"""{_split_slots(instructions(programs[method]), len(stage.slots))}""", '
+                             f'"""{_split_slots(instructions(programs[method]), len(stage.slots), blocks)}""", '
                              f'"{model.dtype}", {p}_W)')
     lines += ["", ""]
     names = _names(model)
@@ -557,7 +558,7 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
 
     chunk = ["c_lo = BND[ch]", "c_hi = BND[ch + 1]"] if stage.loops else []
     terms = [*chunk, *_blocked_gather(stage, per_term, flush)]
-    rows = _in_place(model, stage) if mode in "FR" else None
+    rows = _in_place(model, stage) if mode in "FJR" else None
     if rows is not None:  # flush's lines after the core call, on rows rs + t instead of buffered positions
         position = re.sub(rf"\b{stage.loops[0].index}\b", "(rs + t)", stage.position)
         consume = [line.replace("P[t]", f"U({position})") for line in flush[2:-1]]
@@ -565,7 +566,7 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
             flat = re.sub(rf"\b{stage.loops[0].index}\b", "(rs + t)", slot.flat)
             consume = [line.replace(f"FL[t, {k}]", flat) for line in consume]
         terms = [*chunk, *_in_place_terms(model, stage, p, mode, rows, consume)]
-        buffers = [b for b in buffers if not b.startswith(("S =", "V =", "FL =", "P ="))]
+        buffers = [b for b in buffers if not b.startswith(("S =", "D =", "V =", "FL =", "P ="))]
     kind = {"F": "values", "J": "tangents", "R": "slot adjoints", "H": "tangents of the slot adjoints"}[mode]
     head = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")',
             f"def {p}_{mode}({', '.join([*params, 'BND'])}):", f'    """Stage {p}: its terms\' {kind}."""',
@@ -672,28 +673,34 @@ def _in_place(model: LoopModel, stage: Stage) -> list[tuple[str, int]] | None:
     return rows
 
 
-def _split_slots(code: str, slots: int) -> str:
-    """A body's instruction text with its slot block (block 0, one value per slot) split into one block
-    per slot, so that each slot's rows can come from an array of its own (``_in_place``)."""
+def _split_slots(code: str, slots: int, blocks: int = 1) -> str:
+    """A body's instruction text with its first ``blocks`` input blocks (the slots' values, then for a jvp
+    their tangents: one value per slot each) split into one block per slot, so that each slot's rows can
+    come from an array of its own (``_in_place``)."""
     lines = code.split("\n")
     head = lines[0].split()
-    out = ["in " + " ".join(["1"] * slots + head[2:]), *lines[1:2]]
+    out = ["in " + " ".join(["1"] * (slots * blocks) + head[1 + blocks:]), *lines[1:2]]
     for line in lines[2:]:
         parts = line.split(" ")
         if len(parts) == 4 and parts[1] == "load":
             block, position = int(parts[2]), int(parts[3])
-            parts[2:] = [str(position), "0"] if block == 0 else [str(block + slots - 1), str(position)]
+            parts[2:] = ([str(block * slots + position), "0"] if block < blocks
+                         else [str(block - blocks + slots * blocks), str(position)])
         out.append(" ".join(parts))
     return "\n".join(out)
 
 
 def _in_place_terms(model: LoopModel, stage: Stage, p: str, mode: str, rows, consume: list[str]) -> list[str]:
-    """``F``/``R`` of an ``_in_place`` stage: blocks of up to ``L`` terms from each chunk's first, the core
+    """``F``/``J``/``R`` of an ``_in_place`` stage: blocks of up to ``L`` terms from each chunk's first, the core
     reading the slots' rows where they are; ``consume`` then takes the block's ``c`` results (``O`` or
     ``G``) with ``i0`` (the loop index) at ``rs + t`` for row ``t``."""
     slots = rows[:len(stage.slots)]
     if mode == "F":
         inputs, outputs, method = slots, "(O,)", "forward"
+    elif mode == "J":
+        tangents = [("d" + text, step) if _has_tangent(model, slot.source) else ("ZERO", 0)
+                    for (text, step), slot in zip(slots, stage.slots)]
+        inputs, outputs, method = [*slots, *tangents], "(O,)", "jvp"
     else:
         inputs, outputs, method = [*slots, ("b" + rows[-1][0], rows[-1][1])], "(G,)", "vjp"
     arrays = ", ".join(text for text, _ in inputs) + ("," if len(inputs) == 1 else "")

@@ -344,6 +344,12 @@ def test_a_single_loop_of_function_calls_reads_its_slots_in_place_like_torch(len
     f(*tensors).backward(torch.tensor(ct))
     for got, tensor in zip(kernel.vjp(a, b, ct), tensors):
         np.testing.assert_allclose(got, tensor.grad.numpy(), rtol=1e-13, atol=1e-14)
+    da, db = rng.standard_normal(length), rng.standard_normal(2)
+    _, expected = torch.func.jvp(f, (torch.tensor(a), torch.tensor(b)), (torch.tensor(da), torch.tensor(db)))
+    np.testing.assert_allclose(kernel.jvp(a, b, da, db), expected.numpy(), rtol=1e-13, atol=1e-14)
+    of_x = gc.compile(equations, [x, w], wrt=[0], cache=False)  # w's slot: a shared row of zero tangents
+    _, expected = torch.func.jvp(lambda s: f(s, torch.tensor(b)), (torch.tensor(a),), (torch.tensor(da),))
+    np.testing.assert_allclose(of_x.jvp(a, b, da), expected.numpy(), rtol=1e-13, atol=1e-14)
 
 
 def test_in_place_rows_in_float32_and_in_a_batch_match_torch():
