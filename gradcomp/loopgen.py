@@ -630,6 +630,10 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
     serial = [f"def {p}_{mode}_serial({', '.join([*params, 'BND'])}):",
               f'    """Stage {p}: its terms\' {kind}, on the calling thread (plain Python around the unit)."""',
               *[line.replace("prange(", "range(") for line in lines[3:]]]
+    if copied:  # one chunk (small models' single calls): it adds into the adjoints themselves, no copies
+        serial[3:3] = ["    if NC == 1:", "        u, units = 0, 1",
+                       *[f"        C{j} = {prefix}{source}.reshape(1, -1)" for j, source in enumerate(copied)],
+                       f"        {call}", "        return"]
     for j, source in enumerate(copied):
         into = f"{prefix}{source}"
         lines += [f"    for block in prange(({into}.size + {REDUCE_BLOCK - 1}) // {REDUCE_BLOCK}):",

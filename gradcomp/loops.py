@@ -336,7 +336,7 @@ class LoopKernel:
                                  f"shape ({', '.join(shape)}).")
             arrays.append(array)
             batches.append(array.shape[:array.ndim - len(shape)])
-        return arrays, np.broadcast_shapes(*batches)
+        return arrays, np.broadcast_shapes(*batches) if any(batches) else ()  # (a point: the hot path)
 
     def _point_arrays(self, arrays, point, batch):
         chosen = []
