@@ -15,6 +15,7 @@ Two rewrites of the scalar statements of an inline body (``loopgen``), both abou
 
 from __future__ import annotations
 
+import functools
 import re
 
 import sympy as sp
@@ -22,8 +23,10 @@ import sympy as sp
 _NAME = re.compile(r"[A-Za-z_]\w*")
 
 
+@functools.lru_cache(maxsize=4096)
 def _expr(text: str):
-    """Python index text (integers, names, + - *) as a SymPy expression of plain symbols."""
+    """Python index text (integers, names, + - *) as a SymPy expression of plain symbols (kept: a model's
+    few index texts are parsed hundreds of times, 0.12 of Gray-Scott's 0.2 s compile)."""
     return sp.sympify(text, locals={name: sp.Symbol(name) for name in _NAME.findall(text)})
 
 
