@@ -481,6 +481,22 @@ def _inline_bodies(programs, printer, stage: Stage, python: bool = False) -> dic
     return found
 
 
+_BODY_OF = {"F": "forward", "J": "jvp", "R": "vjp"}
+"""The body method a driver mode runs per term."""
+
+
+def _term_reads(model: LoopModel, stage: Stage, mode: str, names) -> list[str]:
+    """An inline body's inputs for one term of mode ``F``, ``J`` or ``R``: its slots' values, then their
+    tangents (``J``) or the cotangent of the target element (``R``)."""
+    reads = _slot_reads(names[0], stage)
+    if mode == "J":
+        reads += [f"{name} = {_read(slot, 'd') if _has_tangent(model, slot.source) else '0.0'}"
+                  for name, slot in zip(names[1], stage.slots)]
+    elif mode == "R":
+        reads.append(f"{names[1][0]} = b{stage.target}[U({stage.position})]")
+    return reads
+
+
 def _slot_reads(names: list[str], stage: Stage, prefix: str = "") -> list[str]:
     """An inline body's inputs: each slot's value (``prefix`` "d": its tangent) into the body's name."""
     return [f"{name} = {_read(slot, prefix)}" for name, slot in zip(names, stage.slots)]
@@ -558,7 +574,8 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
 
     chunk = ["c_lo = BND[ch]", "c_hi = BND[ch + 1]"] if stage.loops else []
     terms = [*chunk, *_blocked_gather(stage, per_term, flush)]
-    rows = _in_place(model, stage) if mode in "FJR" else None
+    body_method = _BODY_OF.get(mode)
+    rows = _in_place(model, stage) if body_method is not None and body_method not in inline else None
     if rows is not None:  # flush's lines after the core call, on rows rs + t instead of buffered positions
         position = re.sub(rf"\b{stage.loops[0].index}\b", "(rs + t)", stage.position)
         consume = [line.replace("P[t]", f"U({position})") for line in flush[2:-1]]
@@ -571,13 +588,9 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
     head = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")',
             f"def {p}_{mode}({', '.join([*params, 'BND'])}):", f'    """Stage {p}: its terms\' {kind}."""',
             "    NC = BND.size - 1"]
-    body_method = {"F": "forward", "J": "jvp", "R": "vjp"}.get(mode)
     if mode in "FJ" and body_method in inline:
         names, statements, outputs = inline[body_method]
-        per = _slot_reads(names[0], stage)
-        if mode == "J":
-            per += [f"{name} = {_read(slot, 'd') if _has_tangent(model, slot.source) else '0.0'}"
-                    for name, slot in zip(names[1], stage.slots)]
+        per = _term_reads(model, stage, mode, names)
         write = "acc +=" if constant else f"{target}[U({stage.position})] {'=' if stage.kind == 'write' else '+='}"
         per += [*statements, f"{write} {outputs[0][0]}"]
         terms, buffers = [*chunk, *_inline_nest(stage, per)], []
@@ -586,7 +599,7 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
         if gathered:
             return gathered
         names, statements, outputs = inline[body_method]
-        per = [*_slot_reads(names[0], stage), f"{names[1][0]} = b{stage.target}[U({stage.position})]", *statements]
+        per = [*_term_reads(model, stage, mode, names), *statements]
         for k, slot in scatter:
             into = f"C{copied.index(slot.source)}[u, {slot.flat}]" if slot.source in copied else \
                 f"{prefix}{slot.source}[U({slot.flat})]"
@@ -658,7 +671,7 @@ def _in_place(model: LoopModel, stage: Stage) -> list[tuple[str, int]] | None:
     rows = []
     for slot in stage.slots:
         source = slot.source
-        if source[:1] not in "AT" or source in ("zero",) or (
+        if source[:1] not in "AT" or (
                 source[0] == "A" and model.arguments[int(source[1:])].integer):
             return None
         if not index.search(slot.flat):
@@ -758,18 +771,12 @@ def _python_twin(model: LoopModel, stage: Stage, p: str, mode: str, params: list
     """``lines`` (a mode's drivers), whose serial twin, for a single term (no loops: a stage like
     ``log(_T0)`` of ``log(Sum(...))``) whose body is plain Python, runs the body's statements in Python:
     nothing to compile (its unit cost a first call 0.1-0.2 s) for one term, which never needs the
-    parallel twin either.  Python's ``math`` functions round within an ulp of the vector math's."""
-    method = {"F": "forward", "J": "jvp", "R": "vjp"}.get(mode)
+    parallel twin either.  NumPy's functions (``_NUMPY_OF``) round within an ulp of the vector math's."""
+    method = _BODY_OF.get(mode)
     if stage.loops or method not in python:
         return lines
     names, statements, outputs = python[method]
-    body = _slot_reads(names[0], stage)
-    if mode == "J":
-        body += [f"{name} = {_read(slot, 'd') if _has_tangent(model, slot.source) else '0.0'}"
-                 for name, slot in zip(names[1], stage.slots)]
-    if mode == "R":
-        body.append(f"{names[1][0]} = b{stage.target}[U({stage.position})]")
-    body += statements
+    body = [*_term_reads(model, stage, mode, names), *statements]
     if mode in "FJ":
         target = {"F": "", "J": "d"}[mode] + stage.target
         body.append(f"{target}[U({stage.position})] {'=' if stage.kind == 'write' else '+='} {outputs[0][0]}")

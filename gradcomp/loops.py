@@ -91,7 +91,7 @@ class LoopKernel:
         self.sizes: tuple[str, ...] = tuple(meta.sizes)
         """The sizes the arguments' shapes give, by name."""
         self._integer = tuple(a[2] for a in meta.arguments)
-        self._checked: dict = {}  # sizes -> coverage and affine bounds already checked
+        self._checked: dict = {}  # sizes -> the stages whose index checks hold at them (coverage checked too)
         self._stage_list: list[_Stage] | None = None
         self._patterns: dict = {}  # (hessian, sizes) -> (integer arguments, loopsparse.Pattern)
         self._cuts: dict = {}  # sizes -> every stage's chunk boundaries, where they depend on the sizes alone
@@ -356,10 +356,12 @@ class LoopKernel:
         for k, (array, expected) in enumerate(zip(arrays, shapes)):
             if array.shape != tuple(expected):
                 self._shape_error(k, array.shape, tuple(expected), sizes)
-        if sizes not in self._checked:
+        passed = self._checked.get(sizes)
+        if passed is None:
             self._coverage(module, sizes)
-            self._checked[sizes] = True
-        self._bounds(module, sizes, arrays)
+        self._bounds(module, sizes, arrays, passed or frozenset())
+        if passed is None:  # keep the checks that need no array's contents: they hold at these sizes
+            self._checked[sizes] = frozenset(number for number, (by_sizes, _) in enumerate(module.SIZED) if by_sizes)
         return sizes
 
     def _read_sizes(self, shapes) -> tuple:
@@ -399,11 +401,11 @@ class LoopKernel:
                                  f"{dict(zip(self.sizes, sizes))}: the equations {list(self._meta.pieces)} must "
                                  f"write every element exactly once.")
 
-    def _bounds(self, module, sizes, arrays):
+    def _bounds(self, module, sizes, arrays, passed: frozenset):
+        """Every stage's index checks but those ``passed`` at these sizes already."""
         flat = [a.reshape(-1) for a in arrays]
-        passed = self._checked[sizes]  # True, or the stages whose checks passed at these sizes
         for number, stage in enumerate(self._stages()):
-            if passed is not True and number in passed:
+            if number in passed:
                 continue
             failed, value = stage.check(*sizes, *flat)
             if failed >= 0:
@@ -411,8 +413,6 @@ class LoopKernel:
                 raise IndexError(
                     f"index {index} of {array!r} (axis {axis}) is {value}, outside 0 .. {extent} - 1 at sizes "
                     f"{dict(zip(self.sizes, sizes))}; nothing was computed or written.")
-        if passed is True:  # first call at these sizes: keep the checks that need no array's contents
-            self._checked[sizes] = {number for number, (by_sizes, _) in enumerate(module.SIZED) if by_sizes}
 
     def _batched(self, method, values, extra, out):
         arrays, batch = self._arrays(values, extra)

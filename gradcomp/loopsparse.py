@@ -4,11 +4,12 @@ Every term of a stage gives one entry per *sparse slot* (a slot of a wrt argumen
 target element the term writes or adds into, its column the slot's flat position in its argument,
 its value the body's partial derivative there.  A Hessian gives one entry per pair of sparse slots.
 The pattern is the set of those (row, column) pairs, built per call in O(entries) by the stage's
-``P`` driver and two stable counting sorts (``csr``); entries that share a position are summed, in
-entry order (deterministic).  Values come from the ``S``/``SH`` drivers: each entry stored straight
-into its CSR position when no two entries share one, else into its own slot and then summed.  Either
-way every value is written once, so the values start unzeroed, and the positions are 32-bit where
-they fit: the values are memory-bound (a store and a position read per entry).
+``P`` driver and ``csr.csr_positions`` (a counting sort by row, then each row's columns); entries
+that share a position are summed, in entry order (deterministic).  Values come from the ``S``/``SH``
+drivers: each entry stored straight into its CSR position when no two entries share one, else into its
+own slot and then summed.  Either way every value is written once, so the values start unzeroed, and
+the positions are 32-bit where they fit: the values are memory-bound (a store and a position read per
+entry).
 
 The wrt arguments' blocks are stacked row-wise (block ``b``'s rows at ``b * out size``), so each
 block's CSR arrays are one contiguous slice of the whole.  The pattern is kept per sizes and
