@@ -392,14 +392,14 @@ def _band(indices, extents, loops) -> tuple[int, int, bool]:
     coordinate, wrap = coordinates[axis], False
     if isinstance(coordinate, sp.Mod):
         argument, modulus = coordinate.args
-        if extents is None or sp.simplify(modulus - extents[axis]) != 0:
+        if extents is None or sp.expand(modulus - extents[axis]) != 0:
             return -1, 0, False
-        if not sp.simplify(hi - lo + 1 - modulus).is_nonpositive:
+        if not sp.expand(hi - lo + 1 - modulus).is_nonpositive:
             return -1, 0, False
         coordinate, wrap = argument, True
-    shift = sp.simplify(coordinate - first)
+    shift = sp.expand(coordinate - first)
     if wrap and not shift.is_Integer:  # SymPy writes Mod(i - 1, n) as Mod(i + n - 1, n)
-        shift = sp.simplify(shift - modulus)
+        shift = sp.expand(shift - modulus)
     if not shift.is_Integer:
         return -1, 0, False
     return axis, int(shift), wrap
@@ -408,7 +408,7 @@ def _band(indices, extents, loops) -> tuple[int, int, bool]:
 def _wraps_into(index, extent) -> bool:
     """``index`` is ``Mod(affine, extent)``: inside 0 .. extent - 1 whenever extent > 0, so checking it at
     the ends of the innermost loop suffices (an empty axis fails there)."""
-    return isinstance(index, sp.Mod) and sp.simplify(index.args[1] - extent) == 0
+    return isinstance(index, sp.Mod) and sp.expand(index.args[1] - extent) == 0
 
 
 def _plain(expr):

@@ -40,7 +40,7 @@ import sympy as sp
 from .codegen import VECTOR_ROW_MAX, Printer, count_operations, instructions, listing
 from .derive import derive
 from .indexed import LoopModel, Slot, Stage
-from .loopstencil import gather_adjoint, gather_plan, split_loop
+from .loopstencil import _renamed, gather_adjoint, gather_plan, merge_plans, split_loop, whole_sources
 from .record import LoopRecord
 from .spec import make_signature
 from .version import __version__
@@ -103,9 +103,13 @@ class Module:
 def generate(model: LoopModel, key: str) -> Module:
     dtype = model.dtype
     printer = Printer(dtype)
+    programs = [_body_programs(stage, dtype) for stage in model.stages]
+    inlines = [_inline_bodies(found, printer, stage) for found, stage in zip(programs, model.stages)]
+    fusions = _fusions(model, inlines)
+    assigned = _assigned(model, inlines, fusions)
     sections, stage_info = [], []
     for number, stage in enumerate(model.stages):
-        text, ops = _stage_source(model, number, stage, printer)
+        text, ops = _stage_source(model, number, stage, printer, programs[number], inlines, fusions, assigned)
         sections.append(text)
         stage_info.append((model.user(stage.text), ops))
     meta = LoopRecord(
@@ -115,8 +119,70 @@ def generate(model: LoopModel, key: str) -> Module:
         output=model.output, out_shape=tuple(model.user(e) for e in model.out_shape),
         pieces=tuple(p.text for p in model.pieces),
         stages=tuple(stage_info), gradcomp=__version__)
-    source = "\n".join([_header(model, meta), *sections, _tables(model)])
+    source = "\n".join([_header(model, meta, fusions), *sections, _tables(model, fusions, assigned)])
     return Module(source, meta)
+
+
+def _fusions(model: LoopModel, inlines: list[dict]) -> dict[int, dict[str, tuple[int, ...]]]:
+    """Per stage and mode (``F``, ``J``, ``R``), the stages whose terms its driver runs when that is more
+    than its own: ``(n, m, ...)`` for the first of them, ``()`` for the others (which then have no driver
+    of that mode).  Consecutive stages that write the output over one box of loops, with bodies inline in
+    that mode (for ``R``: adjoints gathered over the same elements), run as one pass over the box: a term
+    reads what they share once (both fields of a reaction-diffusion system), an element's adjoint is
+    added once, and the pass is one unit to compile instead of one per stage."""
+    runs: list[list[int]] = []
+    for n, stage in enumerate(model.stages):
+        if not (stage.kind == "write" and stage.target == "Y" and stage.partitioned and stage.loops
+                and _is_box(stage)):
+            continue
+        if runs and runs[-1][-1] == n - 1 and model.stages[runs[-1][0]].loops == stage.loops:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    fusions: dict[int, dict[str, tuple[int, ...]]] = {}
+    for run in runs:
+        for mode in "FJR":
+            members = [n for n in run if _BODY_OF[mode] in inlines[n]]
+            if mode == "R":
+                members = _gathered_together(model, members, inlines)
+            if len(members) > 1:
+                fusions.setdefault(members[0], {})[mode] = tuple(members)
+                for n in members[1:]:
+                    fusions.setdefault(n, {})[mode] = ()
+    return fusions
+
+
+def _assigned(model: LoopModel, inlines: list[dict], fusions: dict) -> frozenset[str]:
+    """The arguments whose adjoint one ``R`` driver gathers at every element (``whole_sources``) and no other
+    driver adds into: the reverse sweep allocates them uninitialized and that driver stores, which saves
+    a pass that zeroes them and a read per element."""
+    drivers: dict[str, set[int]] = {}
+    for n in range(len(model.stages)):
+        members = fusions.get(n, {}).get("R")
+        if members != ():
+            for m in members or (n,):
+                for source in _plan(model, model.stages[m]):
+                    drivers.setdefault(source, set()).add(n)
+    found = set()
+    for source, (n,) in ((s, d) for s, d in drivers.items() if len(d) == 1 and s.startswith("A")):
+        members = fusions.get(n, {}).get("R") or (n,)
+        parts = [_gather_part(model, model.stages[m], inlines[m]["vjp"]) if "vjp" in inlines[m] else None
+                 for m in members]
+        if None not in parts and source in whole_sources(merge_plans([part[1] for part in parts]), _extents(model)):
+            found.add(source)
+    return frozenset(found)
+
+
+def _gathered_together(model: LoopModel, members: list[int], inlines: list[dict]) -> list[int]:
+    """The first of ``members`` whose adjoint gathers (``_gather_part``) and those after it whose gathers
+    run over the same elements along the same axes (``merge_plans``)."""
+    together, plans = [], []
+    for n in members:
+        part = _gather_part(model, model.stages[n], inlines[n]["vjp"])
+        if part is not None and merge_plans([*plans, part[1]]) is not None:
+            together.append(n)
+            plans.append(part[1])
+    return together
 
 
 def _names(model: LoopModel):
@@ -130,7 +196,7 @@ def _names(model: LoopModel):
             "H": [*base, *tangents, *adjoints, *adjoint_tangents]}
 
 
-def _header(model: LoopModel, meta: LoopRecord) -> str:
+def _header(model: LoopModel, meta: LoopRecord, fusions: dict) -> str:
     args = ", ".join(f"{a.name}{list(map(model.user, a.shape)) if a.shape else ''}"
                      f"{' (integers)' if a.integer else ''}" for a in model.arguments)
     lines = [f'"""gradcomp indexed kernel {model.name or "(unnamed)"}: generated code, do not edit.', "",
@@ -141,6 +207,12 @@ def _header(model: LoopModel, meta: LoopRecord) -> str:
         lines.append(f"    s{number} {stage.kind} into {_target_name(model, stage)} over ({loops or 'one term'}): "
                      f"{ops['forward']} ops/term (vjp {ops['vjp']})")
         lines.append(f"        {text}")
+    passes: dict = {}
+    for mode in "FJR":
+        for members in (f[mode] for f in fusions.values() if f.get(mode)):
+            passes.setdefault(members, []).append(mode)
+    lines += [f"    {' and '.join(f's{n}' for n in members)}: one pass over their loops for {', '.join(modes)}"
+              for members, modes in passes.items()]
     lines += ["Each body is a straight-line program of the values (slots) a term reads, run on",
               "blocks of terms in vector lanes (bodies of arithmetic only: scalar statements in the",
               "loops); derivatives are the body's own, added per slot.",
@@ -172,8 +244,8 @@ def _body_programs(stage: Stage, dtype: str):
     return derive(signature, BODY_METHODS).programs
 
 
-def _stage_source(model: LoopModel, number: int, stage: Stage, printer) -> tuple[str, dict]:
-    programs = _body_programs(stage, model.dtype)
+def _stage_source(model: LoopModel, number: int, stage: Stage, printer, programs: dict, inlines: list[dict],
+                  fusions: dict, assigned: frozenset) -> tuple[str, dict]:
     p = f"s{number}"
     lines = [f"# ---- stage {p} " + "-" * 60, "#"]
     ops = {}
@@ -186,7 +258,7 @@ def _stage_source(model: LoopModel, number: int, stage: Stage, printer) -> tuple
             lines += [f"#   {line}" for line in body]
             lines += [f"#   out {b.name} = [{', '.join(printer(o) for o in b.operands)}]" for b in program.outputs]
         lines.append(f'{p}_{method}_CODE = """{instructions(program)}"""')
-    inline = _inline_bodies(programs, printer, stage)
+    inline = inlines[number]
     if inline:
         lines.append(f"# {' and '.join(inline)}: arithmetic only, inlined into the loops as scalar statements")
     width = len(stage.slots) * 3 + 2
@@ -206,8 +278,14 @@ def _stage_source(model: LoopModel, number: int, stage: Stage, printer) -> tuple
     lines += _count(model, stage, p) + _check(model, stage, p) + _bounds(model, stage, p)
     python = _inline_bodies(programs, printer, stage, python=True) if not stage.loops else {}
     for mode in "FJRH":
+        members = fusions.get(number, {}).get(mode)
+        if members == ():
+            continue  # the first stage of its pass runs this one's terms
+        if members:
+            lines += _fused(model, members, mode, names[mode], inlines, assigned)
+            continue
         lines += _python_twin(model, stage, p, mode, names[mode], python,
-                              _driver(model, stage, p, mode, names[mode], inline))
+                              _driver(model, stage, p, mode, names[mode], inline, assigned))
     lines += _sparse_drivers(model, stage, p, names["F"], inline)
     return "\n".join(lines), ops
 
@@ -502,7 +580,8 @@ def _slot_reads(names: list[str], stage: Stage, prefix: str = "") -> list[str]:
     return [f"{name} = {_read(slot, prefix)}" for name, slot in zip(names, stage.slots)]
 
 
-def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str], inline: dict) -> list[str]:
+def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str], inline: dict,
+            assigned: frozenset = frozenset()) -> list[str]:
     """One driver; for ``R``/``H`` also the function that runs one unit of chunks (see ``_plan``)."""
     K = len(stage.slots)
     plan = _plan(model, stage) if mode in "RH" else {}
@@ -589,15 +668,12 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
             f"def {p}_{mode}({', '.join([*params, 'BND'])}):", f'    """Stage {p}: its terms\' {kind}."""',
             "    NC = BND.size - 1"]
     if mode in "FJ" and body_method in inline:
-        names, statements, outputs = inline[body_method]
-        per = _term_reads(model, stage, mode, names)
-        write = "acc +=" if constant else f"{target}[U({stage.position})] {'=' if stage.kind == 'write' else '+='}"
-        per += [*statements, f"{write} {outputs[0][0]}"]
+        per = _inline_term(model, stage, mode, inline[body_method], "acc +=" if constant else None)
         terms, buffers = [*chunk, *_inline_nest(stage, per)], []
     if mode == "R" and body_method in inline:
-        gathered = _gathered(model, stage, p, params, plan, inline[body_method])
-        if gathered:
-            return gathered
+        part = _gather_part(model, stage, inline[body_method])
+        if part is not None:
+            return gather_adjoint([part], part[1], p, params, _extents(model), TERMS_PER_CHUNK, assigned=assigned)
         names, statements, outputs = inline[body_method]
         per = [*_term_reads(model, stage, mode, names), *statements]
         for k, slot in scatter:
@@ -793,40 +869,74 @@ def _python_twin(model: LoopModel, stage: Stage, p: str, mode: str, params: list
     return [*lines[:start], *twin, *lines[end:]]
 
 
-def _gathered(model, stage, p, params, plan, inline) -> list[str] | None:
-    """The ``R`` driver of an inline stencil as a gather per element (``loopstencil``), when every read
-    of a differentiated argument is one (a box of loops, each index ``i + shift`` or its wrap)."""
+def _inline_term(model: LoopModel, stage: Stage, mode: str, body, write: str | None = None) -> list[str]:
+    """An inline body's statements for one term of mode ``F`` or ``J``: its reads, the body, and its value
+    stored into the target element (``write``: another left side, a sum's ``acc +=``)."""
+    names, statements, outputs = body
+    target = {"F": "", "J": "d"}[mode] + stage.target
+    write = write or f"{target}[U({stage.position})] {'=' if stage.kind == 'write' else '+='}"
+    return [*_term_reads(model, stage, mode, names), *statements, f"{write} {outputs[0][0]}"]
+
+
+def _extents(model: LoopModel) -> dict:
+    return {f"A{k}": a.shape for k, a in enumerate(model.arguments)}
+
+
+def _gather_part(model: LoopModel, stage: Stage, body):
+    """What ``loopstencil.gather_adjoint`` needs of a stage whose inline adjoint gathers per element:
+    (stage, its gather plan, the body's VJP, each slot's read, the cotangent), when the stage is a box
+    of loops whose every read of a differentiated argument is a stencil (``i + shift`` or its wrap);
+    else None."""
     if not stage.loops or not _is_box(stage):
         return None
-    extents = {f"A{k}": a.shape for k, a in enumerate(model.arguments)}
-    found = gather_plan(stage, list(plan), extents)
+    found = gather_plan(stage, list(_plan(model, stage)), _extents(model))
     if found is None:
         return None
-    reads = [_read(slot, "") for slot in stage.slots]
-    return gather_adjoint(stage, found, p, params, inline, reads, f"b{stage.target}", extents, TERMS_PER_CHUNK)
+    return stage, found, body, [_read(slot, "") for slot in stage.slots], f"b{stage.target}"
+
+
+def _fused(model: LoopModel, members: tuple[int, ...], mode: str, params: list[str], inlines: list[dict],
+           assigned: frozenset) -> list[str]:
+    """The ``mode`` driver of stages that run as one pass (``_fusions``), named after the first: for ``F``
+    and ``J`` each stage's inline term (its names suffixed ``_m<place>``) in the first's loops, for
+    ``R`` one gather per element of all their terms."""
+    p, label = f"s{members[0]}", f"Stages {', '.join(f's{n}' for n in members)}"
+    bodies = [inlines[n][_BODY_OF[mode]] for n in members]
+    if mode == "R":
+        parts = [_gather_part(model, model.stages[n], body) for n, body in zip(members, bodies)]
+        return gather_adjoint(parts, merge_plans([part[1] for part in parts]), p, params, _extents(model),
+                              TERMS_PER_CHUNK, label, assigned)
+    per = []
+    for place, (n, body) in enumerate(zip(members, bodies)):
+        names, statements, _ = body
+        local = {*sum(names, []), *(line.split(" = ")[0] for line in statements)}
+        per += [_renamed(line, local, f"_m{place}") for line in _inline_term(model, model.stages[n], mode, body)]
+    terms = ["c_lo = BND[ch]", "c_hi = BND[ch + 1]", *_inline_nest(model.stages[members[0]], per)]
+    return _chunked(p, mode, [*params, "BND"], [], terms, {"F": "values", "J": "tangents"}[mode], label=label)
 
 
 def _chunked(p: str, mode: str, params: list[str], buffers: list[str], per_chunk: list[str], kind: str,
-             total: list[str] = (), serial: list[str] | None = None) -> list[str]:
+             total: list[str] = (), serial: list[str] | None = None, label: str | None = None) -> list[str]:
     """A driver over chunks that share nothing (but a sum's partial result per chunk, into ``PART`` when
     ``total`` adds them up): ``<p>_<mode>_unit`` runs chunks first .. last - 1; the parallel driver one
     chunk per ``prange`` iteration; its serial twin, plain Python with nothing more to compile (a Numba
     function of its own costs a first call 0.2-0.5 s), all of them in one call.  Both add the partial
     results in chunk order: the same bits.  ``serial`` replaces that twin (the NumPy pattern of a box)."""
     part = ["PART"] if total else []
+    label = label or f"Stage {p}"
     args = ", ".join(params)
     allocate = ["    PART = np.zeros(NC)"] if total else []
     unit = ['@njit(cache=CACHE, nogil=True, error_model="numpy")',
             f"def {p}_{mode}_unit({', '.join([*params, 'first', 'last', *part])}):",
-            f'    """Stage {p}: the {kind} of chunks first .. last - 1."""', *_indent(buffers, 1),
+            f'    """{label}: the {kind} of chunks first .. last - 1."""', *_indent(buffers, 1),
             "    for ch in range(first, last):", *_indent(per_chunk, 2)]
     parallel = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")', f"def {p}_{mode}({args}):",
-                f'    """Stage {p}: its terms\' {kind}."""', "    NC = BND.size - 1", *allocate,
+                f'    """{label}: its terms\' {kind}."""', "    NC = BND.size - 1", *allocate,
                 "    for ch in prange(NC):", f"        {p}_{mode}_unit({', '.join([args, 'ch', 'ch + 1', *part])})",
                 *total]
     serial = serial or [
         f"def {p}_{mode}_serial({args}):",
-        f'    """Stage {p}: its terms\' {kind}, on the calling thread (plain Python around the unit)."""',
+        f'    """{label}: its terms\' {kind}, on the calling thread (plain Python around the unit)."""',
         "    NC = BND.size - 1", *allocate, f"    {p}_{mode}_unit({', '.join([args, '0', 'NC', *part])})", *total]
     return [*unit, "", "", *parallel, "", "", *serial, "", ""]
 
@@ -952,7 +1062,7 @@ def _read(slot, prefix: str) -> str:
     return f"{prefix}{slot.source}[U({slot.flat})]"
 
 
-def _tables(model: LoopModel) -> str:
+def _tables(model: LoopModel, fusions: dict, assigned: frozenset) -> str:
     """What the runtime reads: shapes from sizes, the output's pieces, temporaries, the stages."""
     sizes = ", ".join(model.sizes)
     shapes = ", ".join("(" + "".join(f"{e}, " for e in a.shape) + ")" for a in model.arguments)
@@ -960,8 +1070,11 @@ def _tables(model: LoopModel) -> str:
     boxes = ", ".join("(" + "".join(f"({lo}, {hi}), " for lo, hi in piece.box) + ")" for piece in model.pieces)
     temps = ", ".join(" * ".join(t.extents) if t.extents else "1" for t in model.temps)
     modes = ("F", "J", "R", "H", "P", "S", "SH")
+    def named(n, m, twin=""):  # None: the first stage of its pass runs this one's terms
+        return "None" if fusions.get(n, {}).get(m) == () else f"s{n}_{m}{twin}"
+
     stages = ", ".join(
-        f"(({', '.join(f's{n}_{m}' for m in modes)}), ({', '.join(f's{n}_{m}_serial' for m in modes)}), "
+        f"(({', '.join(named(n, m) for m in modes)}), ({', '.join(named(n, m, '_serial') for m in modes)}), "
         f"s{n}_bounds, s{n}_check, {-1 if s.target == 'Y' else int(s.target[1:])}, s{n}_offsets, "
         f"{tuple(slot.source for _, slot in _sparse_slots(model, s))!r})" for n, s in enumerate(model.stages))
     checks = ", ".join("(" + "".join(f"({c.array!r}, {c.axis}, {model.user(c.index)!r}, {model.user(c.extent)!r}), "
@@ -977,10 +1090,13 @@ def _tables(model: LoopModel) -> str:
         f"def temps({sizes}):", '    """The lengths of the temporaries (inner sums kept per outer index)."""',
         f"    return [{temps}]", "", "",
         "# per stage: value, tangent, adjoint, adjoint-tangent, sparse pattern, sparse Jacobian and Hessian",
-        "# drivers (parallel, then serial), chunk boundaries, bounds check, target (-1: the output, else a",
-        "# temporary), terms before each chunk, the source of each sparse slot",
+        "# drivers (parallel, then serial; None where an earlier stage's pass runs its terms), chunk boundaries,",
+        "# bounds check, target (-1: the output, else a temporary), terms before each chunk, the source of each",
+        "# sparse slot",
         f"STAGES = [{stages}]", "",
         "# per stage: (argument, axis, index, extent) of each bounds check, for errors",
         f"CHECKS = [{checks}]", "",
+        "# the arguments whose adjoint one gathering driver stores at every element: allocated uninitialized",
+        f"ASSIGNED = {tuple(sorted(int(source[1:]) for source in assigned))!r}", "",
         "# per stage: whether its index checks, and its chunk boundaries, depend on the sizes alone (kept per sizes)",
         f"SIZED = [{sized}]", ""])

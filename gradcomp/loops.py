@@ -56,8 +56,8 @@ _MODES = ("F", "J", "R", "H", "P", "S", "SH")
 
 
 class _Stage(NamedTuple):
-    drivers: tuple[_Driver, ...]
-    """In ``_MODES`` order."""
+    drivers: tuple[_Driver | None, ...]
+    """In ``_MODES`` order; None where an earlier stage's driver runs this one's terms in the same pass."""
     bounds: object
     check: object
     target: int
@@ -266,7 +266,8 @@ class LoopKernel:
     def _stages(self) -> list[_Stage]:
         if self._stage_list is None:
             self._stage_list = [
-                _Stage(tuple(_Driver(f"s{n}_{mode}", *twins) for mode, *twins in zip(_MODES, par, ser)),
+                _Stage(tuple(None if parallel is None else _Driver(f"s{n}_{mode}", parallel, serial)
+                             for mode, parallel, serial in zip(_MODES, par, ser)),
                        bounds, check, target, offsets, sparse)
                 for n, (par, ser, bounds, check, target, offsets, sparse) in enumerate(self._import().STAGES)]
         return self._stage_list
@@ -505,17 +506,18 @@ class LoopKernel:
             dy = np.zeros_like(y)
             tangent = (*d_args, *d_temps, dy)
         for stage, cuts in zip(stages, bounds):
-            if stage.target >= 0 or need_y:
-                self._launch(stage.drivers[0], (*base, cuts), cuts.size - 1)
-            if forward_tangent:
-                self._launch(stage.drivers[1], (*base, *tangent, cuts), cuts.size - 1)
+            value, value_tangent = stage.drivers[:2]
+            if value is not None and (stage.target >= 0 or need_y):
+                self._launch(value, (*base, cuts), cuts.size - 1)
+            if value_tangent is not None and forward_tangent:
+                self._launch(value_tangent, (*base, *tangent, cuts), cuts.size - 1)
         if method == "forward":
             return y
         if method == "jvp":
             return dy
         b_args = [empty] * len(flat)
-        for k in self.wrt:
-            b_args[k] = np.zeros(flat[k].size, dtype)
+        for k in self.wrt:  # an adjoint that one driver stores at every element needs no zeros first
+            b_args[k] = (np.empty if k in module.ASSIGNED else np.zeros)(flat[k].size, dtype)
         b_temps = [np.zeros_like(t) for t in temps]
         adjoint = (*b_args, *b_temps, v)
         if method == "vjp_jvp":
@@ -525,7 +527,8 @@ class LoopKernel:
             h_temps = [np.zeros_like(t) for t in temps]
             second = (*tangent, *adjoint, *h_args, *h_temps, np.zeros_like(y))
         for stage, cuts in reversed(list(zip(stages, bounds))):
-            self._launch(stage.drivers[2], (*base, *adjoint, cuts), cuts.size - 1)
+            if stage.drivers[2] is not None:
+                self._launch(stage.drivers[2], (*base, *adjoint, cuts), cuts.size - 1)
             if method == "vjp_jvp":
                 self._launch(stage.drivers[3], (*base, *second, cuts), cuts.size - 1)
         if method == "vjp_jvp":

@@ -243,24 +243,51 @@ def _ranges(loops, reads, extent: tuple[str, ...], axes: tuple[int, ...]):
     return tuple(ranges)
 
 
-def gather_adjoint(stage, plan, p: str, params: list[str], inline, slot_reads: list[str], cotangent: str,
-                   extents: dict, terms_per_chunk: int) -> list[str]:
-    """The ``R`` driver of ``plan`` (see ``gather_plan``): a unit over element rows first .. last - 1, the
-    parallel driver over blocks of rows, its serial twin in plain Python.  ``slot_reads``: each slot's
-    read at term ``i0 ..`` as Python text.
+def merge_plans(plans: list[dict]) -> dict | None:
+    """One gather over the elements for the plans (``gather_plan``) of stages over one box of loops: the
+    sources' axes and fixed indices of all, when every plan touches the same elements and reads each
+    source along the same axes; else None."""
+    axes, fixed = {}, {}
+    for plan in plans:
+        if plan["ranges"] != plans[0]["ranges"]:
+            return None
+        for source, along in plan["axes"].items():
+            if axes.setdefault(source, along) != along or fixed.setdefault(source, plan["fixed"][source]) != \
+                    plan["fixed"][source]:
+                return None
+    if len(set(axes.values())) != 1:
+        return None
+    return {"axes": axes, "fixed": fixed, "ranges": plans[0]["ranges"]}
 
-    Per element ``q`` (loops ``q0 ..``), per group of slots that one term reads (the same shifts), the
-    term's indices ``k<j>_<d>`` = ``q_d - shift`` (wrapped on a period), the statements of the body's
-    reverse that those slots' adjoints need (names suffixed ``_t<j>``), guarded where the term may lie
-    outside the loops' ranges; their sum is added into the element once."""
-    names, statements, outputs = inline
-    slot_names, (v_name,) = names[0], names[1]
-    loops, D = stage.loops, len(stage.loops)
+
+def whole_sources(merged: dict, extents: dict) -> set[str]:
+    """The sources whose every element the gather of ``merged`` (``merge_plans``) writes: each of their axes
+    follows a loop whose range of elements is the whole axis."""
+    found = set()
+    for source, axes in merged["axes"].items():
+        shape = extents[source]
+        if any(f is not None for f in merged["fixed"][source]) or len(axes) != len(shape):
+            continue
+        if all(merged["ranges"][d] == (_text(sp.Integer(0)), _text(_expr(shape[a]) - 1)) for d, a in enumerate(axes)):
+            found.add(source)
+    return found
+
+
+def gather_adjoint(parts, merged: dict, p: str, params: list[str], extents: dict, terms_per_chunk: int,
+                   label: str | None = None, assigned: frozenset = frozenset()) -> list[str]:
+    """The ``R`` driver of stages over one box of loops whose adjoints gather over the same elements: a
+    unit over element rows first .. last - 1, the parallel driver over blocks of rows, its serial twin in
+    plain Python.  ``parts``: per stage (the stage, its ``gather_plan``, its inline VJP, each slot's read
+    at term ``i0 ..`` as Python text, its cotangent array); ``merged``: their ``merge_plans``.
+
+    Per element ``q`` (loops ``q0 ..``), per stage, per group of slots that one term reads (the same
+    shifts), the term's indices ``k<j>_<d>`` = ``q_d - shift`` (wrapped on a period), the statements of
+    the body's reverse that those slots' adjoints need (names suffixed ``_t<j>``), guarded where the term
+    may lie outside the loops' ranges; their sum is added into the element once, for all the stages (stored,
+    for the ``assigned`` sources: their adjoints start uninitialized, and no other driver adds into them)."""
+    loops, D = parts[0][0].loops, len(parts[0][0].loops)
     q = [f"q{d}" for d in range(D)]
-    groups: dict = {}
-    for k, source, shifts, wrapped in plan["reads"]:
-        groups.setdefault((shifts, wrapped), []).append((k, source))
-    sources = list(plan["axes"])
+    sources = list(merged["axes"])
     acc = {s: f"g{s[1:]}" for s in sources}
     outer, edge_inner, plain_inner, lows, highs = [[] for _ in range(D)], [], [], [], []
 
@@ -268,7 +295,13 @@ def gather_adjoint(stage, plan, p: str, params: list[str], inline, slot_reads: l
         lows.extend(low for low in dict.fromkeys(new_lows) if low not in lows)
         highs.extend(high for high in dict.fromkeys(new_highs) if high not in highs)
 
-    for j, ((shifts, wrapped), members) in enumerate(groups.items()):
+    groups: dict = {}  # (stage's place, shifts, wraps) -> the slots one term of it reads there
+    for place, (_, plan, *_) in enumerate(parts):
+        for k, source, shifts, wrapped in plan["reads"]:
+            groups.setdefault((place, shifts, wrapped), []).append((k, source))
+    for j, ((place, shifts, wrapped), members) in enumerate(groups.items()):
+        stage, _, (names, statements, outputs), slot_reads, cotangent = parts[place]
+        slot_names, (v_name,) = names[0], names[1]
         wanted = [outputs[0][k] for k, _ in members]
         body = _dead_code_free(statements, wanted)
         local = set(slot_names) | {v_name} | {line.split(" = ")[0] for line in body}
@@ -276,7 +309,7 @@ def gather_adjoint(stage, plan, p: str, params: list[str], inline, slot_reads: l
         suffix, first_source = f"_t{j}", members[0][1]
         edge_of, plain_of, guards, outer_guards, edge_index = {}, {}, [], [], []
         for d, (shift, wrap) in enumerate(zip(shifts, wrapped)):
-            modulus = extents[first_source][plan["axes"][first_source][d]]
+            modulus = extents[first_source][merged["axes"][first_source][d]]
             plain = _text(sp.Symbol(q[d]) - shift)
             index = f"k{j}_{d}"
             line = f"{index} = {f'wrap({plain}, {modulus})' if wrap else plain}"
@@ -284,7 +317,7 @@ def gather_adjoint(stage, plan, p: str, params: list[str], inline, slot_reads: l
             plain_of[f"i{d}"] = plain if d == D - 1 else index
             (outer[d] if d < D - 1 else edge_index).append(line)
             lo, hi = _expr(loops[d].lo), _expr(loops[d].hi)
-            q_lo, q_hi = (_expr(t) for t in plan["ranges"][d])
+            q_lo, q_hi = (_expr(t) for t in merged["ranges"][d])
             if wrap:
                 if d == D - 1:  # the interior reads q - shift unwrapped
                     bound([_text(shift)], [_text(_expr(modulus) - 1 + shift)])
@@ -310,33 +343,36 @@ def gather_adjoint(stage, plan, p: str, params: list[str], inline, slot_reads: l
         edge_inner += [f"if {' and '.join(guards)}:", *["    " + ln for ln in edge_block]] if guards else edge_block
         plain_inner += ([f"if ok{j}:", *["    " + ln for ln in plain_block]] if outer_guards else plain_block)
     starts = [f"{acc[s]} = DTYPE(0.0)" for s in sources]
-    writes = [f"b{s}[U({_flat(_coords(plan, s, q), extents[s])})] += {acc[s]}" for s in sources]
+    writes = [f"b{s}[U({_flat(_coords(merged, s, q), extents[s])})] {'=' if s in assigned else '+='} {acc[s]}"
+              for s in sources]
     plain_inner, more_lows, more_highs = unwrap(plain_inner, q[-1])
     bound(more_lows, more_highs)
-    lo_last, hi_last = ("first", "last - 1") if D == 1 else plan["ranges"][-1]
+    lo_last, hi_last = ("first", "last - 1") if D == 1 else merged["ranges"][-1]
     inner = split_inner(q[-1], lo_last, hi_last, [*starts, *edge_inner, *writes],
                         [*starts, *plain_inner, *writes], lows, highs)
     nest = []
     for d in range(D - 1):
-        head = "range(first, last)" if d == 0 else f"range({plan['ranges'][d][0]}, {plan['ranges'][d][1]} + 1)"
+        head = "range(first, last)" if d == 0 else f"range({merged['ranges'][d][0]}, {merged['ranges'][d][1]} + 1)"
         nest += ["    " * d + f"for {q[d]} in {head}:", *["    " * (d + 1) + line for line in outer[d]]]
     nest += ["    " * (D - 1) + line for line in inner]
-    row_lo, row_hi = plan["ranges"][0]
-    per_row = " * ".join(f"max(0, {hi} - {lo} + 1)" for lo, hi in plan["ranges"][1:]) or "1"
+    row_lo, row_hi = merged["ranges"][0]
+    per_row = " * ".join(f"max(0, {hi} - {lo} + 1)" for lo, hi in merged["ranges"][1:]) or "1"
+    label = label or f"Stage {p}"
     args = ", ".join([*params, "BND"])
     kind = "slot adjoints, gathered per element (each element adds the terms that read it)"
     unit = ['@njit(cache=CACHE, nogil=True, error_model="numpy")', f"def {p}_R_unit({args}, first, last):",
-            f'    """Stage {p}: the {kind}, of element rows first .. last - 1."""',
+            f'    """{label}: the {kind}, of element rows first .. last - 1."""',
             *["    " + line for line in nest]]
     # no terms, no elements: with an empty loop the shifted element ranges need not lie in the arrays
-    empty = [f"    if {' or '.join(f'({lp.hi}) < ({lp.lo})' for lp in loops)}:", "        return"]
+    empty = [f"    if {' or '.join(f'({lp.hi}) < ({lp.lo})' for lp in loops)}:",
+             *[f"        b{s}[:] = 0.0" for s in sources if s in assigned], "        return"]
     parallel = ['@njit(cache=CACHE, nogil=True, parallel=True, error_model="numpy")', f"def {p}_R({args}):",
-                f'    """Stage {p}: its terms\' {kind}."""', *empty, f"    lo, hi = {row_lo}, {row_hi}",
+                f'    """{label}: its terms\' {kind}."""', *empty, f"    lo, hi = {row_lo}, {row_hi}",
                 f"    length = max(1, {terms_per_chunk} // max(1, {per_row}))",
                 "    blocks = (hi - lo + length) // length if hi >= lo else 0", "    for block in prange(blocks):",
                 f"        {p}_R_unit({args}, lo + block * length, min(hi + 1, lo + (block + 1) * length))"]
     serial = [f"def {p}_R_serial({args}):",
-              f'    """Stage {p}: its terms\' {kind}, on the calling thread (plain Python around the unit)."""',
+              f'    """{label}: its terms\' {kind}, on the calling thread (plain Python around the unit)."""',
               *empty, f"    lo, hi = {row_lo}, {row_hi}", "    if hi >= lo:", f"        {p}_R_unit({args}, lo, hi + 1)"]
     return [*unit, "", "", *parallel, "", "", *serial, "", ""]
 

@@ -265,6 +265,76 @@ def test_a_gathered_stencil_adjoint_does_not_depend_on_the_thread_count():
     assert all(np.array_equal(p, q) for p, q in zip(*results))
 
 
+def test_equations_over_one_grid_run_as_one_pass_in_value_tangent_and_adjoint():
+    """Both fields' equations share one loop nest: one pass reads u and v once per element, for the value, its
+    tangent and the gathered adjoint (``hvp`` keeps a driver per equation)."""
+    kernel = gc.compile(*two_field_stencil(), cache=False)
+    assert "s0 and s1: one pass over their loops for F, J, R" in kernel.source
+    a, b, ct = rng.random((5, 7)), rng.random((5, 7)), rng.standard_normal((2, 5, 7))
+    ta, tb = rng.standard_normal((5, 7)), rng.standard_normal((5, 7))
+    args, tangents = (torch.tensor(a), torch.tensor(b)), (torch.tensor(ta), torch.tensor(tb))
+    _, jt = torch.func.jvp(two_field_torch, args, tangents)
+    np.testing.assert_allclose(kernel.jvp(a, b, ta, tb), jt.numpy(), rtol=1e-12, atol=1e-14)
+
+    def pulled(p, q):
+        return torch.func.vjp(two_field_torch, p, q)[1](torch.tensor(ct))
+
+    _, hvps = torch.func.jvp(pulled, args, tangents)
+    _, got = kernel.vjp_jvp(a, b, ct, ta, tb)
+    for g, want in zip(got, hvps):
+        np.testing.assert_allclose(g, want.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("length", [1, 2, 7])
+def test_an_adjoint_stored_at_every_element_is_zero_where_no_term_runs(length):
+    """Reads x[r] and x[r + 1] over r in 0 .. n-2 gather into every element of x, so x's adjoint starts
+    uninitialized and is stored; with no terms at all (n = 1) it must still come back as zeros."""
+    out, r = sp.IndexedBase("out", shape=(n - 1,)), sp.Idx("r", (0, n - 2))
+    kernel = gc.compile([sp.Eq(out[r], x[r + 1] * x[r])], [x], cache=False)
+    assert "ASSIGNED = (0,)" in kernel.source
+    a, ct = rng.random(length), rng.standard_normal(length - 1)
+    _, pullback = torch.func.vjp(lambda z: z[1:] * z[:-1], torch.tensor(a))
+    for _ in range(3):  # fresh uninitialized memory each call
+        np.testing.assert_allclose(kernel.vjp(a, ct), pullback(torch.tensor(ct))[0].numpy(), rtol=1e-14, atol=0)
+
+
+def test_equations_whose_adjoints_touch_different_elements_share_only_the_value_pass():
+    """x[i + 1] - x[i] touches x[0 .. n-1], x[i]**2 only x[0 .. n-2]: one gather over elements cannot serve
+    both, so each equation keeps its adjoint driver; the values and tangents still run as one pass."""
+    out, r = sp.IndexedBase("out", shape=(2, n - 1)), sp.Idx("r", n - 1)
+    kernel = gc.compile([sp.Eq(out[0, r], x[r + 1] - x[r]), sp.Eq(out[1, r], x[r] ** 2)], [x], cache=False)
+    assert "s0 and s1: one pass over their loops for F, J\n" in kernel.source
+    for length in (2, 9):
+        a, ct = rng.random(length), rng.standard_normal((2, length - 1))
+
+        def f(z):
+            return torch.stack([z[1:] - z[:-1], z[:-1] ** 2])
+
+        np.testing.assert_allclose(kernel(a), f(torch.tensor(a)).numpy(), rtol=1e-14)
+        _, pullback = torch.func.vjp(f, torch.tensor(a))
+        np.testing.assert_allclose(kernel.vjp(a, ct), pullback(torch.tensor(ct))[0].numpy(), rtol=1e-13)
+
+
+def test_a_pass_takes_the_inline_equations_around_one_that_calls_a_function():
+    """exp keeps its equation on the vector cores; the arithmetic equations before and after it run as one pass."""
+    out, r = sp.IndexedBase("out", shape=(3, n)), sp.Idx("r", n)
+    w = sp.IndexedBase("w", shape=(n,))
+    equations = [sp.Eq(out[0, r], 2 * x[r] * w[r]), sp.Eq(out[1, r], sp.exp(x[r]) * w[r]),
+                 sp.Eq(out[2, r], x[r] ** 3 - w[r])]
+    kernel = gc.compile(equations, [x, w], cache=False)
+    assert "s0 and s2: one pass over their loops for F, J, R" in kernel.source
+
+    def f(z, q):
+        return torch.stack([2 * z * q, torch.exp(z) * q, z ** 3 - q])
+
+    a, b, ct = rng.random(300), rng.random(300), rng.standard_normal((3, 300))
+    args = (torch.tensor(a), torch.tensor(b))
+    np.testing.assert_allclose(kernel(a, b), f(*args).numpy(), rtol=1e-14)
+    _, pullback = torch.func.vjp(f, *args)
+    for got, want in zip(kernel.vjp(a, b, ct), pullback(torch.tensor(ct))):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-13)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (1, 4), (2, 2), (5, 8)])
 def test_a_stencil_sum_with_open_edges_matches_torch(shape):
     """Terms only inside the grid (no wrap): elements near the edges gather fewer terms."""
