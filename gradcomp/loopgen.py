@@ -40,7 +40,7 @@ import sympy as sp
 from .codegen import VECTOR_ROW_MAX, Printer, count_operations, instructions, listing
 from .derive import derive
 from .indexed import LoopModel, Slot, Stage
-from .loopstencil import _renamed, gather_adjoint, gather_plan, merge_plans, split_loop, whole_sources
+from .loopstencil import _expr, _renamed, gather_adjoint, gather_plan, merge_plans, split_loop, whole_sources
 from .record import LoopRecord
 from .spec import make_signature
 from .version import __version__
@@ -170,7 +170,21 @@ def _assigned(model: LoopModel, inlines: list[dict], fusions: dict) -> frozenset
                  for m in members]
         if None not in parts and source in whole_sources(merge_plans([part[1] for part in parts]), _extents(model)):
             found.add(source)
+        elif "vjp" not in inlines[n] and _in_place_whole(model, model.stages[n], source):
+            found.add(source)
     return frozenset(found)
+
+
+def _in_place_whole(model: LoopModel, stage: Stage, source: str) -> bool:
+    """An ``_in_place`` single loop with one slot of ``source``, its element ``i + shift``, whose loop runs
+    over every element of it: its ``R`` driver writes each element of the adjoint once."""
+    slots = [slot for slot in stage.slots if slot.source == source]
+    if _in_place(model, stage) is None or len(slots) != 1 or slots[0].axis != 0 or slots[0].wrap:
+        return False
+    loop, (extent,) = stage.loops[0], model.arguments[int(source[1:])].shape
+    first, last = _expr(loop.lo) + slots[0].shift, _expr(loop.hi) + slots[0].shift
+    return re.search(rf"\b{loop.index}\b", slots[0].flat) is not None and first == 0 and \
+        sp.expand(last - _expr(extent) + 1) == 0
 
 
 def _gathered_together(model: LoopModel, members: list[int], inlines: list[dict]) -> list[int]:
@@ -633,7 +647,7 @@ def _driver(model: LoopModel, stage: Stage, p: str, mode: str, params: list[str]
         for k, slot in scatter:
             into = f"C{copied.index(slot.source)}[u, FL[t, {k}]]" if slot.source in copied else \
                 f"{prefix}{slot.source}[U(FL[t, {k}])]"
-            flush.append(f"    {into} += {value.format(k=k)}")
+            flush.append(f"    {into} {'=' if mode == 'R' and slot.source in assigned else '+='} {value.format(k=k)}")
     if len(flush) == 2:  # nothing to add: the adjoints of constants
         flush = []
     flush.append("c = 0")

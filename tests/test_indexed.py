@@ -298,6 +298,26 @@ def test_an_adjoint_stored_at_every_element_is_zero_where_no_term_runs(length):
         np.testing.assert_allclose(kernel.vjp(a, ct), pullback(torch.tensor(ct))[0].numpy(), rtol=1e-14, atol=0)
 
 
+def test_a_loop_that_reads_each_element_once_stores_its_adjoint_like_torch():
+    """log(Sum(exp(x[i]))) reads x[i] once per term over all of x: its adjoint is stored, not added to zeros."""
+    kernel = gc.compile(sp.log(sp.Sum(sp.exp(x[i]), (i, 0, n - 1))), [x], cache=False)
+    assert "ASSIGNED = (0,)" in kernel.source
+    for length in (1, 5, 600):
+        a = rng.standard_normal(length)
+        expected = torch_grad(lambda z: torch.logsumexp(z, 0), a)[0]
+        np.testing.assert_allclose(kernel.grad(a), expected, rtol=1e-13, atol=1e-16)
+
+
+def test_an_adjoint_two_stages_add_into_starts_from_zeros():
+    """x's adjoint gets a part from each sum: neither may store it."""
+    kernel = gc.compile(sp.log(sp.Sum(sp.exp(x[i]), (i, 0, n - 1))) + sp.Sum(x[i] ** 3, (i, 0, n - 1)), [x],
+                        cache=False)
+    assert "ASSIGNED = ()" in kernel.source
+    a = rng.standard_normal(600)
+    expected = torch_grad(lambda z: torch.logsumexp(z, 0) + (z ** 3).sum(), a)[0]
+    np.testing.assert_allclose(kernel.grad(a), expected, rtol=1e-13, atol=1e-16)
+
+
 def test_equations_whose_adjoints_touch_different_elements_share_only_the_value_pass():
     """x[i + 1] - x[i] touches x[0 .. n-1], x[i]**2 only x[0 .. n-2]: one gather over elements cannot serve
     both, so each equation keeps its adjoint driver; the values and tangents still run as one pass."""
