@@ -67,6 +67,21 @@ class _Stage(NamedTuple):
     """The source of each sparse slot (``A<k>``, ``T<k>``): a term's Jacobian entries, in order."""
 
 
+class _AtSizes(NamedTuple):
+    """What holds at one set of sizes, found (and checked) by the first call there: ``LoopKernel._at``."""
+
+    sizes: tuple[int, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    """The arguments' core shapes."""
+    out_shape: tuple[int, ...]
+    temps: tuple[int, ...]
+    """The temporaries' lengths."""
+    recheck: tuple[int, ...]
+    """The stages whose index checks read index data: run at every call."""
+    bounds: list | None
+    """Every stage's chunk boundaries, where they depend on the sizes alone."""
+
+
 class LoopKernel:
     """Compiled value and derivatives of an indexed SymPy model, for every size.  See ``gradcomp.compile``."""
 
@@ -91,10 +106,10 @@ class LoopKernel:
         self.sizes: tuple[str, ...] = tuple(meta.sizes)
         """The sizes the arguments' shapes give, by name."""
         self._integer = tuple(a[2] for a in meta.arguments)
-        self._checked: dict = {}  # sizes -> the stages whose index checks hold at them (coverage checked too)
+        self._at: dict[tuple, _AtSizes] = {}  # sizes -> what holds there (at most 16 kept)
+        self._one = np.ones((), self.dtype)  # the cotangent of a gradient (drivers only read it)
         self._stage_list: list[_Stage] | None = None
         self._patterns: dict = {}  # (hessian, sizes) -> (integer arguments, loopsparse.Pattern)
-        self._cuts: dict = {}  # sizes -> every stage's chunk boundaries, where they depend on the sizes alone
         self._parallel_after = PARALLEL_AFTER_S  # 0 after precompile(); -1 with precompile(parallel=False)
 
     # -- public methods ----------------------------------------------------
@@ -113,12 +128,12 @@ class LoopKernel:
     def grad(self, *xs, out=None):
         """The gradient of a scalar output."""
         self._scalar("grad")
-        return self._per_wrt(self._batched("vjp", (*xs, np.ones((), self.dtype)), 1, out))
+        return self._per_wrt(self._batched("vjp", (*xs, self._one), 1, out))
 
     def value_and_grad(self, *xs, out=None):
         """(value, gradient) of a scalar output; fits ``scipy.optimize.minimize(..., jac=True)``."""
         self._scalar("value_and_grad")
-        results = self._batched("value_and_vjp", (*xs, np.ones((), self.dtype)), 1, out)
+        results = self._batched("value_and_vjp", (*xs, self._one), 1, out)
         return results[0], self._per_wrt(results[1:])
 
     def jvp(self, *xs_and_t, out=None):
@@ -181,7 +196,7 @@ class LoopKernel:
         if batch:
             raise ValueError(f"sparse {what}s of an indexed kernel are for one point: the arguments have batch "
                              f"shape {batch}; call once per point (the pattern is kept between calls).")
-        sizes = self._sizes(arrays)
+        sizes = self._at_sizes(arrays).sizes
         found = loopsparse.pattern(self, arrays, sizes, hessian)
         data = (np.ones(found.nnz, bool) if structure else loopsparse.values(self, arrays, sizes, found, hessian))
         blocks = [self.wrt[0]] if hessian else self.wrt
@@ -204,13 +219,13 @@ class LoopKernel:
         results = []
         for point in np.ndindex(*batch):
             point_arrays = self._point_arrays(arrays, point, batch)
-            sizes = self._sizes(point_arrays)
+            at = self._at_sizes(point_arrays)
             shape = point_arrays[k].shape
             columns = []
             for j in range(prod(shape)):
                 t = np.zeros(prod(shape), self.dtype)
                 t[j] = 1
-                columns.append(self._sweep("vjp_jvp", point_arrays, sizes, v=np.ones(1, self.dtype),
+                columns.append(self._sweep("vjp_jvp", point_arrays, at, v=np.ones(1, self.dtype),
                                            tangents=[t])[1])
             results.append(np.stack(columns, axis=-1).reshape(shape + shape))
         return np.stack(results).reshape(batch + results[0].shape) if batch else results[0]
@@ -349,21 +364,37 @@ class LoopKernel:
             chosen.append(np.array(array[index]))
         return chosen
 
-    def _sizes(self, arrays) -> tuple:
-        """The sizes of one point's arrays, every shape and index checked (coverage once per sizes)."""
-        module = self._import()
+    def _at_sizes(self, arrays) -> _AtSizes:
+        """What holds at the sizes of one point's arrays, their shapes and indices checked: coverage, and the
+        index checks that read no index data, once per sizes."""
         sizes = self._read_sizes([a.shape for a in arrays])
-        shapes, _ = module.extents(*sizes)
+        at = self._at.get(sizes)
+        if at is not None:
+            for k, (array, expected) in enumerate(zip(arrays, at.shapes)):
+                if array.shape != expected:
+                    self._shape_error(k, array.shape, expected, sizes)
+            if at.recheck:
+                self._bounds(sizes, arrays, at.recheck)
+            return at
+        module = self._import()
+        shapes, out_shape = module.extents(*sizes)
+        shapes = tuple(tuple(shape) for shape in shapes)
         for k, (array, expected) in enumerate(zip(arrays, shapes)):
-            if array.shape != tuple(expected):
-                self._shape_error(k, array.shape, tuple(expected), sizes)
-        passed = self._checked.get(sizes)
-        if passed is None:
-            self._coverage(module, sizes)
-        self._bounds(module, sizes, arrays, passed or frozenset())
-        if passed is None:  # keep the checks that need no array's contents: they hold at these sizes
-            self._checked[sizes] = frozenset(number for number, (by_sizes, _) in enumerate(module.SIZED) if by_sizes)
-        return sizes
+            if array.shape != expected:
+                self._shape_error(k, array.shape, expected, sizes)
+        self._coverage(module, sizes, out_shape)
+        stages = self._stages()
+        self._bounds(sizes, arrays, range(len(stages)))
+        flat = [a.reshape(-1) for a in arrays]
+        bounds = ([stage.bounds(*sizes, *flat) for stage in stages]
+                  if all(by_sizes for _, by_sizes in module.SIZED) else None)
+        at = _AtSizes(sizes, shapes, tuple(out_shape), tuple(module.temps(*sizes)),
+                      tuple(number for number, (checks_by_sizes, _) in enumerate(module.SIZED) if not checks_by_sizes),
+                      bounds)
+        if len(self._at) >= 16:
+            self._at.clear()
+        self._at[sizes] = at
+        return at
 
     def _read_sizes(self, shapes) -> tuple:
         """The sizes' values off the arguments' (batched) shapes: each from its core axis."""
@@ -383,11 +414,10 @@ class LoopKernel:
                                  f"({', '.join(self.arg_shapes[k])}) is {expected} at sizes {names}.")
         raise ValueError(f"argument {self.arg_names[k]!r} has shape {actual}, expected {expected}.")
 
-    def _coverage(self, module, sizes):
+    def _coverage(self, module, sizes, out_shape):
         """Every element of an indexed output written by exactly one equation."""
         if not self._meta.pieces:
             return
-        _, out_shape = module.extents(*sizes)
         count = np.zeros(out_shape, np.int32)
         for text, box in zip(self._meta.pieces, module.boxes(*sizes)):
             for axis, ((lo, hi), extent) in enumerate(zip(box, out_shape)):
@@ -402,15 +432,14 @@ class LoopKernel:
                                  f"{dict(zip(self.sizes, sizes))}: the equations {list(self._meta.pieces)} must "
                                  f"write every element exactly once.")
 
-    def _bounds(self, module, sizes, arrays, passed: frozenset):
-        """Every stage's index checks but those ``passed`` at these sizes already."""
+    def _bounds(self, sizes, arrays, numbers):
+        """The index checks of the stages ``numbers``: an IndexError naming the first index outside its array."""
         flat = [a.reshape(-1) for a in arrays]
-        for number, stage in enumerate(self._stages()):
-            if number in passed:
-                continue
-            failed, value = stage.check(*sizes, *flat)
+        stages = self._stages()
+        for number in numbers:
+            failed, value = stages[number].check(*sizes, *flat)
             if failed >= 0:
-                array, axis, index, extent = module.CHECKS[number][failed]
+                array, axis, index, extent = self._import().CHECKS[number][failed]
                 raise IndexError(
                     f"index {index} of {array!r} (axis {axis}) is {value}, outside 0 .. {extent} - 1 at sizes "
                     f"{dict(zip(self.sizes, sizes))}; nothing was computed or written.")
@@ -419,8 +448,7 @@ class LoopKernel:
         arrays, batch = self._arrays(values, extra)
         extras = [as_array(v, "cotangent/tangent").astype(self.dtype, copy=False) for v in values[len(arrays):]]
         if not batch:
-            sizes = self._sizes(arrays)
-            results = self._call(method, arrays, extras, sizes)
+            results = self._call(method, arrays, extras, self._at_sizes(arrays))
         else:
             rows = []
             for point in np.ndindex(*batch):
@@ -430,7 +458,7 @@ class LoopKernel:
                     core = self._extra_ndim(method, number, point_arrays)
                     core_shape = extra_value.shape[extra_value.ndim - core:] if core else ()
                     point_extras.append(np.array(np.broadcast_to(extra_value, batch + core_shape)[point], self.dtype))
-                rows.append(self._call(method, point_arrays, point_extras, self._sizes(point_arrays)))
+                rows.append(self._call(method, point_arrays, point_extras, self._at_sizes(point_arrays)))
             results = [np.stack([r[k] for r in rows]).reshape(batch + rows[0][k].shape) for k in range(len(rows[0]))]
         if out is not None:
             given = (out,) if isinstance(out, np.ndarray) else tuple(out)
@@ -444,31 +472,29 @@ class LoopKernel:
         return results
 
     def _extra_ndim(self, method, i, point_arrays):
-        module = self._import()
-        sizes = self._sizes(point_arrays)
-        _, out_shape = module.extents(*sizes)
+        out_shape = self._at_sizes(point_arrays).out_shape
         if method in ("vjp", "value_and_vjp") or (method == "vjp_jvp" and i == 0):
             return len(out_shape)
         k = self.wrt[i - (1 if method == "vjp_jvp" else 0)]
         return point_arrays[k].ndim
 
-    def _call(self, method, arrays, extras, sizes):
+    def _call(self, method, arrays, extras, at: _AtSizes):
         """One point: the results of ``method`` as arrays of their shapes."""
-        _, out_shape = self._import().extents(*sizes)
+        out_shape = at.out_shape
         if method == "forward":
-            return [self._sweep("forward", arrays, sizes).reshape(out_shape)]
+            return [self._sweep("forward", arrays, at).reshape(out_shape)]
         shapes = [arrays[k].shape for k in self.wrt]
         if method in ("vjp", "value_and_vjp"):
             v = self._shaped(extras[0], out_shape, "the cotangent v")
-            y, grads = self._sweep(method, arrays, sizes, v=v)
+            y, grads = self._sweep(method, arrays, at, v=v)
             grads = [g.reshape(s) for g, s in zip(grads, shapes)]
             return grads if method == "vjp" else [y.reshape(out_shape), *grads]
         if method == "jvp":
             tangents = [self._shaped(t, s, "the tangent") for t, s in zip(extras, shapes)]
-            return [self._sweep("jvp", arrays, sizes, tangents=tangents).reshape(out_shape)]
+            return [self._sweep("jvp", arrays, at, tangents=tangents).reshape(out_shape)]
         v = self._shaped(extras[0], out_shape, "the cotangent v")
         tangents = [self._shaped(t, s, "the tangent") for t, s in zip(extras[1:], shapes)]
-        jv, hs = self._sweep("vjp_jvp", arrays, sizes, v=v, tangents=tangents)
+        jv, hs = self._sweep("vjp_jvp", arrays, at, v=v, tangents=tangents)
         return [jv.reshape(out_shape), *[h.reshape(s) for h, s in zip(hs, shapes)]]
 
     def _shaped(self, value, shape, what):
@@ -476,26 +502,19 @@ class LoopKernel:
             raise ValueError(f"{what} has shape {value.shape}; expected {tuple(shape)} here.")
         return np.ascontiguousarray(value, self.dtype).reshape(-1)  # read only: no copy of the user's array
 
-    def _sweep(self, method, arrays, sizes, v=None, tangents=None):
+    def _sweep(self, method, arrays, at: _AtSizes, v=None, tangents=None):
         """Run the stages: ``forward`` -> y; ``vjp``/``value_and_vjp`` -> (y, grads); ``jvp`` -> J t;
         ``vjp_jvp`` -> (J t, tangents of the grads)."""
         module = self._import()
         dtype = self.dtype
         flat = [a.reshape(-1) for a in arrays]
-        _, out_shape = module.extents(*sizes)
-        temps = [np.zeros(n, dtype) for n in module.temps(*sizes)]
+        temps = [np.zeros(n, dtype) for n in at.temps]
         # a vjp's reverse drivers never read the value: no output array to fill with zeros then
-        y = module.EMPTY if method == "vjp" else np.zeros(prod(out_shape), dtype)
+        y = module.EMPTY if method == "vjp" else np.zeros(prod(at.out_shape), dtype)
         stages = self._stages()
-        bounds = self._cuts.get(sizes)
-        if bounds is None:
-            bounds = [stage.bounds(*sizes, *flat) for stage in stages]
-            if all(by_sizes for _, by_sizes in module.SIZED):
-                if len(self._cuts) >= 16:
-                    self._cuts.clear()
-                self._cuts[sizes] = bounds
+        bounds = at.bounds if at.bounds is not None else [stage.bounds(*at.sizes, *flat) for stage in stages]
         empty = module.EMPTY
-        base = (*sizes, *flat, *temps, y)
+        base = (*at.sizes, *flat, *temps, y)
         need_y = method in ("forward", "value_and_vjp")
         forward_tangent = method in ("jvp", "vjp_jvp")
         if forward_tangent:
@@ -526,18 +545,19 @@ class LoopKernel:
                 h_args[k] = np.zeros(flat[k].size, dtype)
             h_temps = [np.zeros_like(t) for t in temps]
             second = (*tangent, *adjoint, *h_args, *h_temps, np.zeros_like(y))
-        for stage, cuts in reversed(list(zip(stages, bounds))):
-            if stage.drivers[2] is not None:
-                self._launch(stage.drivers[2], (*base, *adjoint, cuts), cuts.size - 1)
+        for number in range(len(stages) - 1, -1, -1):
+            drivers_of, cuts = stages[number].drivers, bounds[number]
+            if drivers_of[2] is not None:
+                self._launch(drivers_of[2], (*base, *adjoint, cuts), cuts.size - 1)
             if method == "vjp_jvp":
-                self._launch(stage.drivers[3], (*base, *second, cuts), cuts.size - 1)
+                self._launch(drivers_of[3], (*base, *second, cuts), cuts.size - 1)
         if method == "vjp_jvp":
             return dy, [h_args[k] for k in self.wrt]
         return y, [b_args[k] for k in self.wrt]
 
     def _dense(self, arrays):
-        sizes = self._sizes(arrays)
-        _, out_shape = self._import().extents(*sizes)
+        at = self._at_sizes(arrays)
+        out_shape = at.out_shape
         m = prod(out_shape)
         shapes = [arrays[k].shape for k in self.wrt]
         n = sum(prod(s) for s in shapes)
@@ -546,7 +566,7 @@ class LoopKernel:
             for row in range(m):
                 v = np.zeros(m, self.dtype)
                 v[row] = 1
-                _, grads = self._sweep("vjp", arrays, sizes, v=v)
+                _, grads = self._sweep("vjp", arrays, at, v=v)
                 for block, g in zip(blocks, grads):
                     block[row] = g
         else:
@@ -554,6 +574,6 @@ class LoopKernel:
                 for column in range(prod(shape)):
                     tangents = [np.zeros(prod(s), self.dtype) for s in shapes]
                     tangents[b][column] = 1
-                    blocks[b][:, column] = self._sweep("jvp", arrays, sizes, tangents=tangents)
+                    blocks[b][:, column] = self._sweep("jvp", arrays, at, tangents=tangents)
         return [block.reshape(tuple(out_shape) + s) for block, s in zip(blocks, shapes)]
 
