@@ -47,27 +47,29 @@ def _heapsort(column, order, lo, hi):
 
 
 @njit(cache=True, nogil=True)
-def csr_positions(rows: np.ndarray, cols: np.ndarray, row_count: int, col_count: int):
+def csr_positions(rows: np.ndarray, cols: np.ndarray, row_count: int, col_count: int, index_type):
     """Each entry's position among the distinct (row, column) pairs in CSR order, the CSR ``indptr`` and
     ``indices`` of those pairs, and how many there are.  Entries of one pair keep their order (stable):
-    a counting sort by row, then each row's entries sorted by column."""
+    a counting sort by row, then each row's entries sorted by column.  Every array it makes holds
+    ``index_type`` (``np.int32`` where the entries, rows and columns fit: half the memory, and for 1.6e7
+    entries a third less time, most of it page faults on fresh memory)."""
     n = rows.size
-    first = np.zeros(row_count + 1, np.int64)
+    first = np.zeros(row_count + 1, index_type)
     for e in range(n):
         first[rows[e] + 1] += 1
     for r in range(row_count):
         first[r + 1] += first[r]
     fill = first[:-1].copy()
-    order = np.empty(n, np.int64)
-    column = np.empty(n, np.int64)  # cols in that order: the sorts below read contiguous memory
+    order = np.empty(n, index_type)
+    column = np.empty(n, index_type)  # cols in that order: the sorts below read contiguous memory
     for e in range(n):
         r = rows[e]
         order[fill[r]] = e
         column[fill[r]] = cols[e]
         fill[r] += 1
-    position = np.empty(n, np.int64)
-    indptr = np.zeros(row_count + 1, np.int64)
-    indices = np.empty(n, np.int64)
+    position = np.empty(n, index_type)
+    indptr = np.zeros(row_count + 1, index_type)
+    indices = np.empty(n, index_type)
     unique = 0
     for r in range(row_count):
         lo, hi = first[r], first[r + 1]

@@ -90,16 +90,16 @@ def _build(kernel, arrays, sizes, hessian: bool) -> Pattern:
             columns = column
         row_parts.append(rows.reshape(-1))
         column_parts.append(columns.reshape(-1))
-    rows = np.concatenate(row_parts) if row_parts else np.zeros(0, np.int64)
-    columns = np.concatenate(column_parts) if column_parts else np.zeros(0, np.int64)
+    rows = _joined(row_parts)
+    columns = _joined(column_parts)
     from .csr import csr_positions  # here: Numba's import and the helper's cache load, for patterns only
-    position, indptr_all, columns_all, unique = csr_positions(rows, columns, rows_out * len(blocks), width)
+    narrow = np.int32 if max(rows.size, rows_out * len(blocks), width) < 2 ** 31 else np.int64
+    position, indptr_all, columns_all, unique = csr_positions(rows, columns, rows_out * len(blocks), width, narrow)
     shared = unique < rows.size
-    narrow = np.int32 if rows.size < 2 ** 31 else np.int64
     positions, start = [], 0
     for part in row_parts:
-        here = np.arange(start, start + part.size) if shared else position[start:start + part.size]
-        positions.append(here.astype(narrow))
+        positions.append(np.arange(start, start + part.size, dtype=narrow) if shared else
+                         position[start:start + part.size])
         start += part.size
     indptr, indices, starts = [], [], []
     for b in range(len(blocks)):
@@ -107,7 +107,15 @@ def _build(kernel, arrays, sizes, hessian: bool) -> Pattern:
         indptr.append(part - part[0])
         indices.append(columns_all[part[0]:part[-1]])
         starts.append(int(part[0]))
-    return Pattern(indptr, indices, starts, int(unique), positions, position if shared else None, cuts)
+    summed = position.astype(np.intp) if shared else None  # np.bincount casts any other index type per call
+    return Pattern(indptr, indices, starts, int(unique), positions, summed, cuts)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The stages' entries one after another (one stage: its own array, not a copy)."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def values(kernel, arrays, sizes, found: Pattern, hessian: bool) -> np.ndarray:

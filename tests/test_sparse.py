@@ -89,14 +89,17 @@ def test_more_outputs_than_inputs_sweep_by_columns_with_the_same_result():
                                rtol=1e-15)
 
 
+@pytest.mark.parametrize("index_type", [np.int32, np.int64])
 @pytest.mark.parametrize("count, row_count, col_count", [(0, 3, 4), (1, 1, 1), (1000, 5, 7), (5000, 2, 100000),
                                                           (20000, 50, 30)])
-def test_csr_positions_of_random_entries_match_numpy_unique(count, row_count, col_count):
-    """Short rows (insertion sort) and long ones (heap sort) alike: each entry's CSR position, the pattern."""
+def test_csr_positions_of_random_entries_match_numpy_unique(count, row_count, col_count, index_type):
+    """Short rows (insertion sort) and long ones (heap sort) alike: each entry's CSR position, the pattern,
+    in arrays of the index type asked for."""
     from gradcomp.csr import csr_positions
     generator = np.random.default_rng(count)
     rows, cols = generator.integers(0, row_count, count), generator.integers(0, col_count, count)
-    position, indptr, indices, unique = csr_positions(rows, cols, row_count, col_count)
+    position, indptr, indices, unique = csr_positions(rows, cols, row_count, col_count, index_type)
+    assert position.dtype == indptr.dtype == indices.dtype == index_type
     keys, inverse = np.unique(rows * col_count + cols, return_inverse=True)
     assert unique == keys.size
     np.testing.assert_array_equal(position, inverse.ravel())
