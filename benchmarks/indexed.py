@@ -408,13 +408,35 @@ def peak_rss_mb() -> float:
 
 
 def vm_hwm_mb() -> float | None:
+    return _status_mb("VmHWM")
+
+
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (Linux), in MB; None elsewhere."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return float(line.split()[1]) / 1024
     except OSError:
         pass
     return None
+
+
+def call_growth_mb(call) -> float | None:
+    """How far one call's peak resident memory rises above the resident memory just before it (everything
+    compiled and loaded): freed heap memory goes back to the system first (glibc's malloc_trim), so that
+    the call's temporaries count, and the high-water mark is reset to the current RSS
+    (/proc/self/clear_refs)."""
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except (OSError, AttributeError):
+        return None
+    before = _status_mb("VmRSS")
+    call()
+    after = vm_hwm_mb()
+    return None if before is None or after is None else after - before
 
 
 def as_array(result):
@@ -476,6 +498,8 @@ def work(case: str, system: str, dtype: str, options) -> dict:
         facts["parallel_ready_s"] = time.perf_counter() - started
     value_ms = samples_ms(lambda: value(*arrays), repeats, options.sample_seconds) if timed_value else []
     grad_ms = samples_ms(lambda: grad(*arrays), repeats, options.sample_seconds)
+    if case == "memory":
+        facts["call_growth_mb"] = call_growth_mb(lambda: grad(*arrays))
     stem = Path(options.save) / f"{case}-{system}-{dtype}"
     if timed_value:
         np.save(f"{stem}-value.npy", as_array(value_result).astype(np.float64))
@@ -694,18 +718,22 @@ def render(runs: list[dict], options, problems: list[str], total_s: float, envir
                   "Peak RSS of the worker after its gradient calls (first, warm-up and one sample): "
                   "`resource.getrusage` ru_maxrss, and VmHWM of /proc/self/status (ru_maxrss also counts the "
                   "parent's copy forked before exec); *RSS before*: ru_maxrss with the inputs drawn, before the "
-                  "system is imported. JAX runs only if its estimated footprint "
+                  "system is imported; *one call's growth*: how far the peak rises above the resident memory "
+                  "just before one more gradient call (VmHWM reset through /proc/self/clear_refs), what a call "
+                  "needs beyond the inputs and what is loaded. JAX runs only if its estimated footprint "
                   f"({JAX_LJ_BYTES_PER_PAIR} bytes per pair) fits under the cap, and a watchdog in the parent kills "
                   "any worker whose RSS passes the cap (default 80% of MemAvailable).", "",
-                  "| system | peak RSS MB | VmHWM MB | RSS before MB | cold s | grad ms | grad diff | note |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| system | peak RSS MB | VmHWM MB | RSS before MB | one call's growth MB | cold s | grad ms | "
+                  "grad diff | note |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for system, name in EXTRA_SYSTEMS["memory"].items():
             run = lookup(runs, "memory", system, "float64")
             if "grad_ms" not in run:
-                lines.append(f"| {name} | - | - | - | - | - | - | {run.get('skipped') or run.get('error') or '-'} |")
+                why = run.get("skipped") or run.get("error") or "-"
+                lines.append(f"| {name} | - | - | - | - | - | - | - | {why} |")
                 continue
             lines.append(f"| {name} | {run['peak_rss_mb']:.0f} | {number(run.get('vm_hwm_mb'), '.0f')} | "
-                         f"{run['rss_before_mb']:.0f} | "
+                         f"{run['rss_before_mb']:.0f} | {number(run.get('call_growth_mb'), '.1f')} | "
                          f"{run['cold_s']:.2f} | {run['grad_ms']:.4g} | {number(run.get('grad_diff'), '.1e')} | |")
         lines.append("")
     lines += ["Notes:", "",
