@@ -66,13 +66,6 @@ _C_KEYWORDS = frozenset(
     "bool true false".split())
 
 
-ONE_CORE_ABOVE = 10_000
-"""Instructions of a method above which its point function runs the batch core on one point: a second core,
-scalar, would double what LLVM optimizes and emits (LJ-48's value and vjp: 9.7 -> 18 s) for a point call
-about 1.4x faster.  Below it the point function has a scalar core of its own.  Either gives the single-point
-core's results bit for bit (a block's lanes do: tests/test_simd.py)."""
-
-
 class NativeMethod(NamedTuple):
     """One exported method: the C functions ``symbol`` and ``symbol_batch``."""
 
@@ -291,7 +284,10 @@ def build_object(plan: NativePlan) -> bytes:
     options = binding.create_pipeline_tuning_options()
     options.speed_level = 3
     options.loop_vectorization = bool(config.LOOP_VECTORIZE)
-    options.slp_vectorization = bool(config.SLP_VECTORIZE)
+    # The cores are vectors already (lanes by hand) or scalar by design (the point functions'): the SLP
+    # vectorizer finds nothing to gain in them, and on a long scalar core it is most of LLVM's time (LJ-48's
+    # value and vjp with their scalar cores: 14.6 s with it, 11.3 s without, against 10.7 s without those cores).
+    options.slp_vectorization = False
     passes = binding.create_pass_builder(target_machine, options)
     passes.getModulePassManager().run(module, passes)
     _check_externals(module)
@@ -327,9 +323,9 @@ def module_text(plan: NativePlan, target_machine=None) -> str:
         program = _parse(method.code)
         core = _function(context, module, f"{method.symbol}_block{method.lanes}", program, numba_type, method.lanes)
         batch = _entry(module, f"{method.symbol}_batch", program, core, method.lanes, scalar_type)
-        if method.lanes == 1 or len(program.lines) > ONE_CORE_ABOVE:
+        if method.lanes == 1:
             _point_entry(module, method.symbol, batch)
-        else:
+        else:  # a scalar core of its own: a block core on one point runs all its lanes (LJ-48's vjp 1.6x slower)
             scalar = _function(context, module, f"{method.symbol}_core", program, numba_type)
             one = _entry(module, f"{method.symbol}_one", program, scalar, 1, scalar_type)
             one.linkage = "internal"  # inlined into the point function, not part of the ABI
