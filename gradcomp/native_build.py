@@ -7,7 +7,7 @@ vector math, no fast-math flags), so that on the host every exported method give
 results bit for bit.  Each stage hands a plain record to the next::
 
     plan(kernel, ...)      -> NativePlan   what to build: methods, their code and lanes, the target
-    build_object(plan)     -> bytes        the object file (llvmlite, O3, position independent)
+    build_objects(plan)    -> [bytes]      the object files (llvmlite, O3, position independent)
     header_text(plan)      -> str          NAME.h
     export_native(...)     -> NativeExport the files written (NAME.h, libNAME.so | libNAME.a | NAME.o)
 
@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from math import prod
@@ -131,17 +132,19 @@ def export_native(kernel, directory, *, methods=None, target: str | None = None,
     directory.mkdir(parents=True, exist_ok=True)
     header_path = directory / f"{the_plan.prefix}.h"
     library_path = directory / KINDS[kind].format(the_plan.prefix)
-    obj = build_object(the_plan)
+    objects = build_objects(the_plan, parts=kind != "object")  # one NAME.o: one module, no linker needed
     with tempfile.TemporaryDirectory(dir=directory, prefix=".gradcomp-native-") as work:
         work = Path(work)
-        (work / "kernel.o").write_bytes(obj)
+        paths = [str(work / f"kernel{number}.o") for number in range(len(objects))]
+        for path, data in zip(paths, objects):
+            Path(path).write_bytes(data)
         built = work / library_path.name
         if kind == "object":
-            os.replace(work / "kernel.o", built)
+            os.replace(paths[0], built)
         elif kind == "shared":
-            _run_tool([_c_compiler(the_plan), "-shared", "-o", str(built), str(work / "kernel.o"), "-lm"], "link")
+            _run_tool([_c_compiler(the_plan), "-shared", "-o", str(built), *paths, "-lm"], "link")
         else:
-            _run_tool([_archiver(the_plan), "rcs", str(built), str(work / "kernel.o")], "archive")
+            _run_tool([_archiver(the_plan), "rcs", str(built), *paths], "archive")
         (work / header_path.name).write_text(header_text(the_plan))
         os.replace(built, library_path)
         os.replace(work / header_path.name, header_path)
@@ -274,24 +277,35 @@ def _initialize_targets() -> None:
 
 # -- the object file ---------------------------------------------------------------
 
-def build_object(plan: NativePlan) -> bytes:
-    """The plan's entry points as one object file for its target, optimized as Numba optimizes a driver."""
-    from llvmlite import binding
+def build_objects(plan: NativePlan, parts: bool = True) -> list[bytes]:
+    """The plan's entry points as object files for its target (``native_object.object_of``).  With ``parts``,
+    one object per core (``module_texts``), each optimized and emitted by a Python process of its own, as many
+    at once as there are cores, while the next part's IR is printed here (llvmlite runs one LLVM call at a
+    time per process): a long kernel's export takes about its longest part on enough cores.  Else one object,
+    in this process."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from numba.core import config
+
+    from .native_object import object_of
     target_machine = _target_machine(plan)
-    module = binding.parse_assembly(module_text(plan, target_machine))
-    module.verify()
-    options = binding.create_pipeline_tuning_options()
-    options.speed_level = 3
-    options.loop_vectorization = bool(config.LOOP_VECTORIZE)
-    # The cores are vectors already (lanes by hand) or scalar by design (the point functions'): the SLP
-    # vectorizer finds nothing to gain in them, and on a long scalar core it is most of LLVM's time (LJ-48's
-    # value and vjp with their scalar cores: 14.6 s with it, 11.3 s without, against 10.7 s without those cores).
-    options.slp_vectorization = False
-    passes = binding.create_pass_builder(target_machine, options)
-    passes.getModulePassManager().run(module, passes)
-    _check_externals(module)
-    return target_machine.emit_object(module)
+    options = {"triple": plan.triple, "cpu": plan.cpu, "features": plan.features,
+               "loop_vectorize": bool(config.LOOP_VECTORIZE)}
+    texts = module_texts(plan, target_machine, parts)
+    if not parts:
+        return [object_of(text, **options) for text in texts]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # threads that wait on processes
+        built = [pool.submit(_object_in_process, {"text": text, **options}) for text in texts]
+        return [future.result() for future in built]
+
+
+def _object_in_process(request: dict) -> bytes:
+    done = subprocess.run([sys.executable, "-m", "gradcomp.native_object"], input=json.dumps(request).encode(),
+                          capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"building a part of the library failed in python -m gradcomp.native_object "
+                           f"(exit {done.returncode}):\n{done.stderr.decode(errors='replace').strip()}")
+    return done.stdout
 
 
 def _target_machine(plan: NativePlan):
@@ -304,8 +318,11 @@ def _target_machine(plan: NativePlan):
         cpu=plan.cpu, features=plan.features, opt=3, reloc="pic", codemodel="default")
 
 
-def module_text(plan: NativePlan, target_machine=None) -> str:
-    """The library's LLVM IR before optimization: each method's cores (``gradcomp.ir``) and C entry points."""
+def module_texts(plan: NativePlan, target_machine=None, parts: bool = True):
+    """The library's LLVM IR before optimization, each method's cores (``gradcomp.ir``) and C entry points: with
+    ``parts``, a text per core (a method's batch core with its batch function; its scalar core with the point
+    function), the record with the first, yielded as each is printed; else one text.  Every part defines its
+    own (internal) math helpers, so the parts link without clashes."""
     from llvmlite import ir
     from numba import types as numba_types
     from numba.core.registry import cpu_target
@@ -315,23 +332,37 @@ def module_text(plan: NativePlan, target_machine=None) -> str:
     context.refresh()
     numba_type = getattr(numba_types, plan.dtype)
     scalar_type = context.get_value_type(numba_type)
-    module = ir.Module(name=plan.prefix)
-    if target_machine is not None:
-        module.triple = target_machine.triple
-        module.data_layout = str(target_machine.target_data)
-    for method in plan.methods:
+
+    def new_module(suffix: str):
+        module = ir.Module(name=plan.prefix + suffix)
+        if target_machine is not None:
+            module.triple = target_machine.triple
+            module.data_layout = str(target_machine.target_data)
+        return module
+
+    module = new_module("")
+    _record_function(module, plan)
+    # the longest methods first: their parts start first and the short ones finish behind them
+    for method in sorted(plan.methods, key=lambda m: -len(m.code)):
         program = _parse(method.code)
         core = _function(context, module, f"{method.symbol}_block{method.lanes}", program, numba_type, method.lanes)
         batch = _entry(module, f"{method.symbol}_batch", program, core, method.lanes, scalar_type)
         if method.lanes == 1:
             _point_entry(module, method.symbol, batch)
-        else:  # a scalar core of its own: a block core on one point runs all its lanes (LJ-48's vjp 1.6x slower)
-            scalar = _function(context, module, f"{method.symbol}_core", program, numba_type)
-            one = _entry(module, f"{method.symbol}_one", program, scalar, 1, scalar_type)
-            one.linkage = "internal"  # inlined into the point function, not part of the ABI
-            _point_entry(module, method.symbol, one)
-    _record_function(module, plan)
-    return str(module)
+            continue
+        if parts:
+            yield _checked_text(module)
+            module = new_module(f"_{method.symbol}_point")
+        # a scalar core of its own: a block core on one point runs all its lanes (LJ-48's vjp 1.6x slower)
+        scalar = _function(context, module, f"{method.symbol}_core", program, numba_type)
+        one = _entry(module, f"{method.symbol}_one", program, scalar, 1, scalar_type)
+        one.linkage = "internal"  # inlined into the point function, not part of the ABI
+        _point_entry(module, method.symbol, one)
+        if parts:
+            yield _checked_text(module)
+            module = new_module(f"_{method.symbol}_after")
+    if module.functions or not parts:
+        yield _checked_text(module)
 
 
 def _entry(module, symbol, program, core, width, scalar_type):
@@ -404,14 +435,16 @@ def _record_function(module, plan: NativePlan) -> None:
     builder.ret(builder.bitcast(text, char_pointer))
 
 
-def _check_externals(module) -> None:
-    """Every function the library calls but does not define is libm's (a Numba helper would be unresolved)."""
+def _checked_text(module) -> str:
+    """The text of a part (an ``llvmlite.ir`` module) whose every function called but not defined is libm's
+    (a Numba helper would be unresolved in the library)."""
     for function in module.functions:
         name = function.name
         if function.is_declaration and not name.startswith("llvm.") and name not in LIBM and \
                 name.removesuffix("f") not in LIBM:
             raise ValueError(f"the library would call {name!r}, which is neither gradcomp's nor libm's; this "
                              f"kernel cannot be exported as a native library.")
+    return str(module)
 
 
 # -- the header ----------------------------------------------------------------------
