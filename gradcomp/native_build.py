@@ -67,6 +67,12 @@ _C_KEYWORDS = frozenset(
     "bool true false".split())
 
 
+PARTS_ABOVE = 5_000
+"""Instructions of all methods above which a library's parts are built by processes of their own
+(``build_objects``): below, the processes' start (about 0.2 s) costs more than it saves (seed: 0.41 -> 0.60 s;
+LJ-48: 11.3 -> 7.6 s)."""
+
+
 class NativeMethod(NamedTuple):
     """One exported method: the C functions ``symbol`` and ``symbol_batch``."""
 
@@ -132,7 +138,9 @@ def export_native(kernel, directory, *, methods=None, target: str | None = None,
     directory.mkdir(parents=True, exist_ok=True)
     header_path = directory / f"{the_plan.prefix}.h"
     library_path = directory / KINDS[kind].format(the_plan.prefix)
-    objects = build_objects(the_plan, parts=kind != "object")  # one NAME.o: one module, no linker needed
+    # NAME.o is one module (no linker needed); a short kernel's parts cost more in process starts than in LLVM
+    parts = kind != "object" and sum(m.code.count("\n") for m in the_plan.methods) > PARTS_ABOVE
+    objects = build_objects(the_plan, parts=parts)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".gradcomp-native-") as work:
         work = Path(work)
         paths = [str(work / f"kernel{number}.o") for number in range(len(objects))]

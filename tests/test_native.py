@@ -164,6 +164,21 @@ def test_the_loaded_library_matches_the_kernel_bit_for_bit_in_every_method(dtype
             assert all(same_bits(e, g) for e, g in zip(_leaves(expected), _leaves(got))), name
 
 
+@needs_cc
+def test_a_library_built_in_parts_by_processes_matches_the_kernel_bit_for_bit(tmp_path, monkeypatch):
+    """A long kernel's library is built in parts, one process each (here forced for a short one): the parts
+    link into one library that gives the kernel's bits, point and batch."""
+    from gradcomp import native_build
+    monkeypatch.setattr(native_build, "PARTS_ABOVE", 0)
+    kernel = several()
+    library = load(gc.export_native(kernel, tmp_path, methods=["value", "vjp", "jvp"]).library)
+    rng = np.random.default_rng(4)
+    xs, ps, vs, ts = (rng.normal(size=(37, m)) for m in (4, 2, 3, 4))
+    for name, args in {"__call__": (xs, ps), "vjp": (xs, ps, vs), "jvp": (xs, ps, ts)}.items():
+        for chosen in (args, tuple(arg[5] for arg in args)):
+            assert same_bits(getattr(kernel, name)(*chosen), getattr(library, name)(*chosen)), name
+
+
 def _leaves(value):
     if isinstance(value, tuple):
         return [leaf for item in value for leaf in _leaves(item)]
