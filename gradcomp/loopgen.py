@@ -820,17 +820,21 @@ def _blocked_gather(stage: Stage, per_term: list[str], flush: list[str]) -> list
     """The loops that gather terms into the buffer rows ``c ..`` and ``flush`` every ``L`` of them: the
     innermost loop fills as many rows as the buffer has left in one branch-free run (``in_n`` of them
     from ``in_s``), which LLVM turns into vector copies, then tests once for a full buffer; the rest
-    is flushed at the chunk's end (by the same test in a single loop: one copy of the body's code)."""
+    is flushed at the chunk's end by the same test in one or two loops (one copy of the flush, whose
+    core call inlines the body's code), after the loops in deeper nests."""
     if not stage.loops:
         return [*per_term, "if c == L:", *_indent(flush, 1), *flush]
     depth, (lo, hi), last = len(stage.loops) - 1, _innermost_range(stage), stage.loops[-1]
     rows = [line.replace("[c, ", "[c + in_t, ").replace("P[c]", "P[c + in_t]") for line in per_term
             if line != "c += 1"]
-    inner = [f"in_s = {lo}", f"while in_s <= {hi}:", f"    in_n = min(L - c, {hi} + 1 - in_s)",
+    head, end = [f"while in_s <= {hi}:"], f" or in_s > {hi}" if depth == 0 else ""
+    if depth == 1:  # the chunk's last row flushes the rest, even where it has no terms of its own
+        head = [f"in_end = {stage.loops[0].index} == c_hi - 1", f"while in_s <= {hi} or (in_end and c > 0):"]
+        end = f" or (in_end and in_s > {hi})"
+    inner = [f"in_s = {lo}", *head, f"    in_n = max(0, min(L - c, {hi} + 1 - in_s))",
              "    for in_t in range(in_n):", f"        {last.index} = in_s + in_t", *_indent(rows, 2),
-             "    c += in_n", "    in_s += in_n", f"    if c == L{f' or in_s > {hi}' if depth == 0 else ''}:",
-             *_indent(flush, 2)]
-    return [*_loop_header(stage, True, depth), *_indent(inner, depth), *(flush if depth else [])]
+             "    c += in_n", "    in_s += in_n", f"    if c == L{end}:", *_indent(flush, 2)]
+    return [*_loop_header(stage, True, depth), *_indent(inner, depth), *(flush if depth > 1 else [])]
 
 
 def _pairwise(names: list[str]) -> str:
@@ -1012,17 +1016,16 @@ def _sparse_drivers(model: LoopModel, stage: Stage, p: str, base: list[str], inl
             flush = [f"for b in range(0, c, {p}_W):", f"    {p}_vjp(b, c, (S, V), (1, 1), (G,))",
                      "for t in range(c):", f"    e = (tb + t) * {per}",
                      *[f"    DATA[POS[e + {j}]] = G[t, {k}]" for j, (k, _) in enumerate(sparse)]]
-        else:
+        else:  # the columns in a loop, not unrolled: one copy of the core in the unit (each inlines it)
             buffers += [f"D = np.zeros((L, {K}), DTYPE)", "O = np.empty((L, 1), DTYPE)"]
-            flush = []
-            for column, (kc, _) in enumerate(sparse):
-                flush += ["for t in range(c):", f"    D[t, {kc}] = 1.0", f"for b in range(0, c, {p}_W):",
-                          f"    {p}_vjp_jvp(b, c, (S, V, D), (1, 1, 1), (O, G))", "for t in range(c):",
-                          f"    D[t, {kc}] = 0.0", f"    e = (tb + t) * {per} + {column}",
-                          *[f"    DATA[POS[e + {j * KS}]] = G[t, {k}]" for j, (k, _) in enumerate(sparse)]]
+            slots = "".join(f"{kc}, " for kc, _ in sparse)
+            flush = [f"for column in range({KS}):", f"    kc = ({slots})[column]", "    for t in range(c):",
+                     "        D[t, kc] = 1.0", f"    for b in range(0, c, {p}_W):",
+                     f"        {p}_vjp_jvp(b, c, (S, V, D), (1, 1, 1), (O, G))", "    for t in range(c):",
+                     "        D[t, kc] = 0.0", f"        e = (tb + t) * {per} + column",
+                     *[f"        DATA[POS[e + {j * KS}]] = G[t, {k}]" for j, (k, _) in enumerate(sparse)]]
         flush += ["tb += c", "c = 0"]
-        body = ["c = 0", "tb = OFF[ch]", *chunk, *_loop_header(stage, True),
-                *_indent([*gather, "if c == L:", *_indent(flush, 1)], depth), *flush]
+        body = ["c = 0", "tb = OFF[ch]", *chunk, *_blocked_gather(stage, gather, flush)]
         if mode == "SH" and "vjp_jvp" in inline:  # forward over reverse along each sparse slot, as statements
             names, statements, outputs = inline["vjp_jvp"]
             per_term = [*_slot_reads(names[0], stage), f"{names[1][0]} = DTYPE(1.0)", f"e = tb * {per}"]

@@ -108,6 +108,22 @@ def test_a_lower_triangle_pair_sum_matches_torch(length):
     np.testing.assert_allclose(kernel.grad(a), torch_grad(f, a)[0], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("length", [1, 2, 5, 300])
+def test_a_buffered_pair_sum_flushes_its_last_terms_where_the_last_rows_are_empty(length):
+    """exp keeps the pair body on the vector cores (buffered terms); the triangle's last row has no terms, and
+    each chunk's last row must still flush what its buffer holds (300 atoms: several chunks)."""
+    kernel = gc.compile(sp.Sum(sp.Sum(sp.exp(-(x[i] - x[j]) ** 2), (j, i + 1, n - 1)), (i, 0, n - 1)), [x],
+                        cache=False)
+    a = rng.random(length)
+
+    def f(z):
+        pairs = torch.exp(-(z[:, None] - z[None, :]) ** 2)
+        return torch.triu(pairs, 1).sum()
+
+    np.testing.assert_allclose(kernel(a), f(torch.tensor(a)).item(), rtol=1e-12)
+    np.testing.assert_allclose(kernel.grad(a), torch_grad(f, a)[0], rtol=1e-11, atol=1e-13)
+
+
 def test_a_pair_sum_reading_past_a_shorter_array_raises_at_call_time():
     w = sp.IndexedBase("w", shape=(m,))
     kernel = gc.compile(sp.Sum(sp.Sum(x[i] * w[j], (j, i, n - 1)), (i, 0, n - 1)), [x, w], cache=False)
