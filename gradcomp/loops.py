@@ -535,8 +535,9 @@ class LoopKernel:
         if method == "jvp":
             return dy
         b_args = [empty] * len(flat)
+        assigned = getattr(module, "ASSIGNED", ())  # (absent from the modules of earlier versions' pickles)
         for k in self.wrt:  # an adjoint that one driver stores at every element needs no zeros first
-            b_args[k] = (np.empty if k in module.ASSIGNED else np.zeros)(flat[k].size, dtype)
+            b_args[k] = (np.empty if k in assigned else np.zeros)(flat[k].size, dtype)
         b_temps = [np.zeros_like(t) for t in temps]
         adjoint = (*b_args, *b_temps, v)
         if method == "vjp_jvp":

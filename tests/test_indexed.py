@@ -691,6 +691,19 @@ def test_pickle_and_fresh_process_load(tmp_path):
     assert lines[1] == "False"
 
 
+def test_a_pickle_of_an_earlier_version_whose_module_has_no_assigned_adjoints_still_computes():
+    """Modules from before adjoints were stored (no ASSIGNED table) add into zeros, as they were written to."""
+    kernel = gc.compile(sp.log(sp.Sum(sp.exp(x[i]), (i, 0, n - 1))), [x], cache=False)
+    older = kernel.source.replace("ASSIGNED = (0,)", "")
+    assert "ASSIGNED" not in older.split("# ---- what the runtime reads")[1]
+    older_source = older.replace("bA0[U((rs + t))] = G[t, 0]", "bA0[U((rs + t))] += G[t, 0]")
+    restored = pickle.loads(pickle.dumps(kernel))
+    restored.source, restored._module = older_source, None
+    a = rng.standard_normal(50)
+    np.testing.assert_allclose(restored.grad(a), kernel.grad(a), rtol=1e-15)
+    assert not hasattr(restored._import(), "ASSIGNED")
+
+
 def test_source_shows_loops_and_body_listing():
     kernel = gc.compile(*chain_model(), cache=False)
     assert "over (i in 0..n - 2)" in kernel.source.replace("(-2 + n)", "n - 2")
