@@ -287,10 +287,10 @@ def _initialize_targets() -> None:
 
 def build_objects(plan: NativePlan, parts: bool = True) -> list[bytes]:
     """The plan's entry points as object files for its target (``native_object.object_of``).  With ``parts``,
-    one object per core (``module_texts``), each optimized and emitted by a Python process of its own, as many
-    at once as there are cores, while the next part's IR is printed here (llvmlite runs one LLVM call at a
-    time per process): a long kernel's export takes about its longest part on enough cores.  Else one object,
-    in this process."""
+    one object per core (``module_texts``), each optimized and emitted by a Python process of its own
+    (``_object_in_process``), as many at once as there are cores, while the next part's IR is printed here
+    (llvmlite runs one LLVM call at a time per process): a long kernel's export takes about its longest part
+    on enough cores.  Else one object, in this process."""
     from concurrent.futures import ThreadPoolExecutor
 
     from numba.core import config
@@ -308,11 +308,20 @@ def build_objects(plan: NativePlan, parts: bool = True) -> list[bytes]:
 
 
 def _object_in_process(request: dict) -> bytes:
-    done = subprocess.run([sys.executable, "-m", "gradcomp.native_object"], input=json.dumps(request).encode(),
-                          capture_output=True)
+    """``native_object.object_of`` in a Python process of its own: the file run as a script (it imports only
+    llvmlite), with this process's import path, so that it runs wherever this one found gradcomp and
+    llvmlite; in this process where no process can start."""
+    from .native_object import object_of
+    script = Path(__file__).with_name("native_object.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
+    try:
+        done = subprocess.run([sys.executable, str(script)], input=json.dumps(request).encode(),
+                              capture_output=True, env=env)
+    except OSError:
+        return object_of(**request)
     if done.returncode != 0:
-        raise RuntimeError(f"building a part of the library failed in python -m gradcomp.native_object "
-                           f"(exit {done.returncode}):\n{done.stderr.decode(errors='replace').strip()}")
+        raise RuntimeError(f"building a part of the library failed in {script.name} (exit {done.returncode}):\n"
+                           f"{done.stderr.decode(errors='replace').strip()}")
     return done.stdout
 
 

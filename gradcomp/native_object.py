@@ -1,5 +1,5 @@
 """One LLVM module's text -> an object file, optimized as a native library's parts are
-(``native_build.build_objects``), in this process or in one of its own: ``python -m gradcomp.native_object``
+(``native_build.build_objects``), in this process or in one of its own: run as a script, this file
 reads a request (JSON: ``text``, ``triple``, ``cpu``, ``features``, ``loop_vectorize``) on stdin and writes the
 object on stdout.  llvmlite serializes every LLVM call of a process behind one lock, so the parts of a long
 kernel's library are optimized and emitted side by side only by processes.  Imports llvmlite only."""
