@@ -369,26 +369,23 @@ class LoopKernel:
         index checks that read no index data, once per sizes."""
         sizes = self._read_sizes([a.shape for a in arrays])
         at = self._at.get(sizes)
-        if at is not None:
-            for k, (array, expected) in enumerate(zip(arrays, at.shapes)):
-                if array.shape != expected:
-                    self._shape_error(k, array.shape, expected, sizes)
-            if at.recheck:
-                self._bounds(sizes, arrays, at.recheck)
-            return at
         module = self._import()
-        shapes, out_shape = module.extents(*sizes)
-        shapes = tuple(tuple(shape) for shape in shapes)
+        shapes = at.shapes if at is not None else tuple(tuple(shape) for shape in module.extents(*sizes)[0])
         for k, (array, expected) in enumerate(zip(arrays, shapes)):
             if array.shape != expected:
                 self._shape_error(k, array.shape, expected, sizes)
+        if at is not None:
+            if at.recheck:
+                self._bounds(sizes, arrays, at.recheck)
+            return at
+        out_shape = tuple(module.extents(*sizes)[1])
         self._coverage(module, sizes, out_shape)
         stages = self._stages()
         self._bounds(sizes, arrays, range(len(stages)))
         flat = [a.reshape(-1) for a in arrays]
         bounds = ([stage.bounds(*sizes, *flat) for stage in stages]
                   if all(by_sizes for _, by_sizes in module.SIZED) else None)
-        at = _AtSizes(sizes, shapes, tuple(out_shape), tuple(module.temps(*sizes)),
+        at = _AtSizes(sizes, shapes, out_shape, tuple(module.temps(*sizes)),
                       tuple(number for number, (checks_by_sizes, _) in enumerate(module.SIZED) if not checks_by_sizes),
                       bounds)
         if len(self._at) >= 16:
