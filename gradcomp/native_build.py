@@ -73,6 +73,11 @@ PARTS_ABOVE = 5_000
 LJ-48: 11.3 -> 7.6 s)."""
 
 
+PART_PROCESSES = 4
+"""At most this many parts are built at once: the longest part bounds the time anyway (LJ-48's vjp batch core
+is half of its library's LLVM work), and each process holds its part's module in memory."""
+
+
 class NativeMethod(NamedTuple):
     """One exported method: the C functions ``symbol`` and ``symbol_batch``."""
 
@@ -288,9 +293,9 @@ def _initialize_targets() -> None:
 def build_objects(plan: NativePlan, parts: bool = True) -> list[bytes]:
     """The plan's entry points as object files for its target (``native_object.object_of``).  With ``parts``,
     one object per core (``module_texts``), each optimized and emitted by a Python process of its own
-    (``_object_in_process``), as many at once as there are cores, while the next part's IR is printed here
-    (llvmlite runs one LLVM call at a time per process): a long kernel's export takes about its longest part
-    on enough cores.  Else one object, in this process."""
+    (``_object_in_process``), as many at once as there are cores (up to ``PART_PROCESSES``), while the next
+    part's IR is printed here (llvmlite runs one LLVM call at a time per process): a long kernel's export
+    takes about its longest part on enough cores.  Else one object, in this process."""
     from concurrent.futures import ThreadPoolExecutor
 
     from numba.core import config
@@ -302,7 +307,8 @@ def build_objects(plan: NativePlan, parts: bool = True) -> list[bytes]:
     texts = module_texts(plan, target_machine, parts)
     if not parts:
         return [object_of(text, **options) for text in texts]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # threads that wait on processes
+    # threads that wait on processes; at most PART_PROCESSES at once: each holds a part's LLVM module in memory
+    with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, PART_PROCESSES)) as pool:
         built = [pool.submit(_object_in_process, {"text": text, **options}) for text in texts]
         return [future.result() for future in built]
 
