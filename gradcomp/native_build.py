@@ -321,7 +321,8 @@ def _object_in_process(request: dict) -> bytes:
     script = Path(__file__).with_name("native_object.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
     try:
-        done = subprocess.run([sys.executable, str(script)], input=json.dumps(request).encode(),
+        # -P: the script's folder (gradcomp's own) is not put first on the child's import path
+        done = subprocess.run([sys.executable, "-P", str(script)], input=json.dumps(request).encode(),
                               capture_output=True, env=env)
     except OSError:
         return object_of(**request)
