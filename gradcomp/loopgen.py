@@ -181,10 +181,9 @@ def _in_place_whole(model: LoopModel, stage: Stage, source: str) -> bool:
     slots = [slot for slot in stage.slots if slot.source == source]
     if _in_place(model, stage) is None or len(slots) != 1 or slots[0].axis != 0 or slots[0].wrap:
         return False
-    loop, (extent,) = stage.loops[0], model.arguments[int(source[1:])].shape
+    loop, (extent,) = stage.loops[0], model.arguments[int(source[1:])].shape  # axis 0: element i + shift
     first, last = _expr(loop.lo) + slots[0].shift, _expr(loop.hi) + slots[0].shift
-    return re.search(rf"\b{loop.index}\b", slots[0].flat) is not None and first == 0 and \
-        sp.expand(last - _expr(extent) + 1) == 0
+    return first == 0 and sp.expand(last - _expr(extent) + 1) == 0
 
 
 def _gathered_together(model: LoopModel, members: list[int], inlines: list[dict]) -> list[int]:
@@ -869,14 +868,13 @@ def _python_twin(model: LoopModel, stage: Stage, p: str, mode: str, params: list
     method = _BODY_OF.get(mode)
     if stage.loops or method not in python:
         return lines
-    names, statements, outputs = python[method]
-    body = [*_term_reads(model, stage, mode, names), *statements]
     if mode in "FJ":
-        target = {"F": "", "J": "d"}[mode] + stage.target
-        body.append(f"{target}[U({stage.position})] {'=' if stage.kind == 'write' else '+='} {outputs[0][0]}")
+        body = _inline_term(model, stage, mode, python[method])
     else:
-        body += [f"b{slot.source}[U({slot.flat})] += {outputs[0][k]}" for k, slot in enumerate(stage.slots)
-                 if _has_tangent(model, slot.source)]
+        names, statements, outputs = python[method]
+        body = [*_term_reads(model, stage, mode, names), *statements,
+                *[f"b{slot.source}[U({slot.flat})] += {outputs[0][k]}" for k, slot in enumerate(stage.slots)
+                  if _has_tangent(model, slot.source)]]
     head = f"def {p}_{mode}_serial("
     start = next(n for n, line in enumerate(lines) if line.startswith(head))
     end = next((n for n in range(start + 1, len(lines)) if lines[n][:1] not in ("", " ")), len(lines))
