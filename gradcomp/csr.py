@@ -7,7 +7,11 @@ sparse patterns; nothing here imports SymPy."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from . import numba_start
+
+numba_start.start()
+from numba import njit  # noqa: E402  (after start: the first compile would import SciPy)
 
 SHORT = 48
 """Rows of up to this many entries sort their columns by insertion (a graph's or a stencil's rows); longer

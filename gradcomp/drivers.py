@@ -20,6 +20,7 @@ import types
 import warnings
 from math import prod
 
+from . import numba_start
 from .pace import Pace
 from .record import DRIVERS
 
@@ -342,6 +343,7 @@ def import_module(source: str, path: str | None, key: str) -> types.ModuleType:
     module = sys.modules.get(module_name)
     if module is not None and getattr(module, "__file__", None) == path and module.SOURCE_KEY == text_key:
         return module
+    numba_start.start()
     if path is None:
         module = types.ModuleType(module_name)
         module.__dict__["SOURCE_KEY"] = text_key

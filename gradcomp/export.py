@@ -16,7 +16,7 @@ import hashlib
 import inspect
 from pathlib import Path
 
-from . import arguments, drivers, ir, loops, loopsparse, pace, record, runtime, vecmath
+from . import arguments, drivers, ir, loops, loopsparse, numba_start, pace, record, runtime, vecmath
 from .bridges import dask as dask_bridge
 from .loops import LoopKernel
 from .runtime import Kernel
@@ -33,7 +33,7 @@ their place."""
 _RUNTIME = {Kernel: runtime, LoopKernel: loops}
 """Per kernel class: the module of its runtime, copied into the export."""
 _EMBEDDED = {"vecmath": vecmath, "bridges.dask": dask_bridge, "drivers": drivers, "pace": pace, "record": record,
-             "arguments": arguments, "loopsparse": loopsparse}
+             "arguments": arguments, "loopsparse": loopsparse, "numba_start": numba_start}
 """Modules of gradcomp that a copied module imports (``from . import vecmath``, ``from .drivers import
 Method``): the export builds each from its source, its own imports of gradcomp embedded likewise."""
 
