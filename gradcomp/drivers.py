@@ -2,7 +2,7 @@
 from Numba's cache) once, parallel ones in the background, safely across ``fork``; and what one module
 compiled handed on to the module that extends it with more methods.
 
-Nothing here imports SymPy; Numba is imported by the generated module, not by this one.
+Nothing here imports SymPy; Numba is imported by the generated module (its start-up by ``numba_start`` first).
 """
 
 from __future__ import annotations
