@@ -369,8 +369,12 @@ class LoopKernel:
         index checks that read no index data, once per sizes."""
         sizes = self._read_sizes([a.shape for a in arrays])
         at = self._at.get(sizes)
-        module = self._import()
-        shapes = at.shapes if at is not None else tuple(tuple(shape) for shape in module.extents(*sizes)[0])
+        if at is None:  # new sizes: their extents once; the kept record has them
+            module = self._import()
+            shapes, out_shape = module.extents(*sizes)
+            shapes = tuple(tuple(shape) for shape in shapes)
+        else:
+            shapes = at.shapes
         for k, (array, expected) in enumerate(zip(arrays, shapes)):
             if array.shape != expected:
                 self._shape_error(k, array.shape, expected, sizes)
@@ -378,7 +382,7 @@ class LoopKernel:
             if at.recheck:
                 self._bounds(sizes, arrays, at.recheck)
             return at
-        out_shape = tuple(module.extents(*sizes)[1])
+        out_shape = tuple(out_shape)
         self._coverage(module, sizes, out_shape)
         stages = self._stages()
         self._bounds(sizes, arrays, range(len(stages)))
