@@ -209,6 +209,10 @@ class Graph:
             return self._product(expr, hint)
         if expr.is_Pow:
             base, exponent = (a if a.is_Number else get(a) for a in expr.args)
+            if exponent.is_Integer and exponent < -1 and not base.is_Number:
+                # b**-k as (1/b)**k: one division, shared by every power of b and by their derivatives
+                # (LJ's r2**-6 and r2**-3 and the gradient's r2**-7 and r2**-4 took four divisions)
+                return self.intern(sp.Pow(self.intern(sp.Pow(base, -1)), -exponent), hint)
             return self.intern(sp.Pow(base, exponent), hint)
         if isinstance(expr, sp.Piecewise):
             pairs = [(get(e) if e in self.lowered else e, get(c) if c in self.lowered else c) for e, c in expr.args]
@@ -471,6 +475,8 @@ def _partial(value, operand, target):
             return exponent * base ** (exponent - 1)
         if exponent == sp.S.Half:
             return sp.S.Half / target
+        if exponent is sp.S.NegativeOne:
+            return -target**2  # d(1/b)/db = -(1/b)**2: a product, not a second division
         if exponent.is_Number and exponent < 1:
             return exponent * target / base  # reuses the power; at base 0 the derivative is infinite anyway
         return exponent * base ** (exponent - 1)  # finite at base 0 where exponent > 1
