@@ -80,6 +80,21 @@ class _AtSizes(NamedTuple):
     """The stages whose index checks read index data: run at every call."""
     bounds: list | None
     """Every stage's chunk boundaries, where they depend on the sizes alone."""
+    plans: dict
+    """Method -> its ``_Plan`` here, made by its first call."""
+
+
+class _Plan(NamedTuple):
+    """One method's sweep at one set of sizes (``LoopKernel._plan``): positions in a pool of arrays that a
+    call fills, so that a call runs its drivers without working out their arguments again."""
+
+    allocate: tuple[tuple[bool, int], ...]
+    """(zeros, length) of each array the call allocates (zeros False: ``np.empty``)."""
+    constants: tuple
+    launches: tuple[tuple[_Driver, tuple[int, ...]], ...]
+    """The drivers in order, each with the pool positions of its arguments (chunk boundaries last)."""
+    results: tuple[int, tuple[int, ...]]
+    """The value's (or the tangent's) position, and the positions of the per-wrt results."""
 
 
 class LoopKernel:
@@ -310,6 +325,9 @@ class LoopKernel:
                 finally:
                     slot.release()
                 return
+        if chunks <= 1 and driver.serial_ran:  # one chunk: nothing to time for a parallel twin
+            driver.serial(*args)
+            return
         driver.run_serial(args)
 
     def _scalar(self, name):
@@ -367,7 +385,8 @@ class LoopKernel:
     def _at_sizes(self, arrays) -> _AtSizes:
         """What holds at the sizes of one point's arrays, their shapes and indices checked: coverage, and the
         index checks that read no index data, once per sizes."""
-        sizes = self._read_sizes([a.shape for a in arrays])
+        given = tuple(a.shape for a in arrays)
+        sizes = self._read_sizes(given)
         at = self._at.get(sizes)
         if at is None:  # new sizes: their extents once; the kept record has them
             module = self._import()
@@ -375,9 +394,10 @@ class LoopKernel:
             shapes = tuple(tuple(shape) for shape in shapes)
         else:
             shapes = at.shapes
-        for k, (array, expected) in enumerate(zip(arrays, shapes)):
-            if array.shape != expected:
-                self._shape_error(k, array.shape, expected, sizes)
+        if given != shapes:
+            for k, (shape, expected) in enumerate(zip(given, shapes)):
+                if shape != expected:
+                    self._shape_error(k, shape, expected, sizes)
         if at is not None:
             if at.recheck:
                 self._bounds(sizes, arrays, at.recheck)
@@ -391,7 +411,7 @@ class LoopKernel:
                   if all(by_sizes for _, by_sizes in module.SIZED) else None)
         at = _AtSizes(sizes, shapes, out_shape, tuple(module.temps(*sizes)),
                       tuple(number for number, (checks_by_sizes, _) in enumerate(module.SIZED) if not checks_by_sizes),
-                      bounds)
+                      bounds, {})
         if len(self._at) >= 16:
             self._at.clear()
         self._at[sizes] = at
@@ -399,8 +419,7 @@ class LoopKernel:
 
     def _read_sizes(self, shapes) -> tuple:
         """The sizes' values off the arguments' (batched) shapes: each from its core axis."""
-        return tuple(shapes[k][len(shapes[k]) - len(self.arg_shapes[k]) + axis]
-                     for k, axis in self._meta.size_sources)
+        return tuple([shapes[k][axis - len(self.arg_shapes[k])] for k, axis in self._meta.size_sources])
 
     def _shape_error(self, k, actual, expected, sizes):
         names = dict(zip(self.sizes, sizes))
@@ -506,56 +525,89 @@ class LoopKernel:
     def _sweep(self, method, arrays, at: _AtSizes, v=None, tangents=None):
         """Run the stages: ``forward`` -> y; ``vjp``/``value_and_vjp`` -> (y, grads); ``jvp`` -> J t;
         ``vjp_jvp`` -> (J t, tangents of the grads)."""
-        module = self._import()
+        plan = at.plans.get(method)
+        if plan is None:
+            plan = at.plans[method] = self._plan(method, at)
+        extras = ((v,) if v is not None else ()) + (tuple(tangents) if tangents is not None else ())
+        pool = [*at.sizes, *[a.reshape(-1) for a in arrays], *extras]
         dtype = self.dtype
-        flat = [a.reshape(-1) for a in arrays]
-        temps = [np.zeros(n, dtype) for n in at.temps]
-        # a vjp's reverse drivers never read the value: no output array to fill with zeros then
-        y = module.EMPTY if method == "vjp" else np.zeros(prod(at.out_shape), dtype)
-        stages = self._stages()
-        bounds = at.bounds if at.bounds is not None else [stage.bounds(*at.sizes, *flat) for stage in stages]
-        empty = module.EMPTY
-        base = (*at.sizes, *flat, *temps, y)
-        need_y = method in ("forward", "value_and_vjp")
-        forward_tangent = method in ("jvp", "vjp_jvp")
-        if forward_tangent:
-            d_args = [empty] * len(flat)
-            for k, t in zip(self.wrt, tangents):
-                d_args[k] = t
-            d_temps = [np.zeros_like(t) for t in temps]
-            dy = np.zeros_like(y)
-            tangent = (*d_args, *d_temps, dy)
-        for stage, cuts in zip(stages, bounds):
+        pool += [(np.zeros if zeros else np.empty)(length, dtype) for zeros, length in plan.allocate]
+        pool += plan.constants
+        if at.bounds is None:  # chunk boundaries that read index data: found at every call
+            pool += [stage.bounds(*pool[:len(at.sizes) + len(arrays)]) for stage in self._stages()]
+        launch = self._launch
+        for driver, positions in plan.launches:
+            args = [pool[k] for k in positions]
+            launch(driver, args, args[-1].size - 1)
+        first, rest = plan.results
+        if method in ("forward", "jvp"):
+            return pool[first]
+        return pool[first], [pool[k] for k in rest]
+
+    def _plan(self, method, at: _AtSizes) -> _Plan:
+        """``_sweep``'s work for ``method`` at these sizes, as positions in its pool of arrays: the sizes, the
+        arguments (flat), the cotangent and tangents given, the arrays it allocates, the constants, and the
+        stages' chunk boundaries (last: constants where they depend on the sizes alone)."""
+        module, stages = self._import(), self._stages()
+        n_sizes, n_args = len(at.sizes), len(self.arg_names)
+        sizes = tuple(range(n_sizes))
+        flat = tuple(range(n_sizes, n_sizes + n_args))
+        given = n_sizes + n_args + (method in ("vjp", "value_and_vjp", "vjp_jvp")) + \
+            (len(self.wrt) if method in ("jvp", "vjp_jvp") else 0)
+        v = n_sizes + n_args if method in ("vjp", "value_and_vjp", "vjp_jvp") else None
+        tangent_at = dict(zip(self.wrt, range(given - len(self.wrt), given))) \
+            if method in ("jvp", "vjp_jvp") else {}
+        allocate = []
+
+        def new(length, zeros=True):
+            allocate.append((zeros, length))
+            return given + len(allocate) - 1
+
+        lengths = [prod(shape) for shape in at.shapes]
+        y_length = prod(at.out_shape)
+        temps = tuple(new(n) for n in at.temps)
+        y = new(y_length) if method != "vjp" else None  # a vjp's reverse drivers never read the value
+        if method in ("jvp", "vjp_jvp"):
+            d_args = [tangent_at.get(k) for k in range(n_args)]
+            tangent = (*d_args, *(new(n) for n in at.temps), new(y_length))
+        if method not in ("forward", "jvp"):
+            assigned = getattr(module, "ASSIGNED", ())  # (absent from the modules of earlier versions' pickles)
+            # an adjoint that one driver stores at every element needs no zeros first
+            b_args = [new(lengths[k], k not in assigned) if k in self.wrt else None for k in range(n_args)]
+            adjoint = (*b_args, *(new(n) for n in at.temps), v)
+        if method == "vjp_jvp":
+            h_args = [new(lengths[k]) if k in self.wrt else None for k in range(n_args)]
+            second = (*tangent, *adjoint, *h_args, *(new(n) for n in at.temps), new(y_length))
+        empty = given + len(allocate)
+        cuts = [empty + 1 + number for number in range(len(stages))]
+        y = empty if y is None else y
+        base = (*sizes, *flat, *temps, y)
+
+        def args(*parts):
+            return tuple(empty if k is None else k for k in (*base, *parts))
+
+        launches = []
+        for stage, cut in zip(stages, cuts):
             value, value_tangent = stage.drivers[:2]
-            if value is not None and (stage.target >= 0 or need_y):
-                self._launch(value, (*base, cuts), cuts.size - 1)
-            if value_tangent is not None and forward_tangent:
-                self._launch(value_tangent, (*base, *tangent, cuts), cuts.size - 1)
+            if value is not None and (stage.target >= 0 or method in ("forward", "value_and_vjp")):
+                launches.append((value, args(cut)))
+            if value_tangent is not None and method in ("jvp", "vjp_jvp"):
+                launches.append((value_tangent, args(*tangent, cut)))
         if method == "forward":
-            return y
-        if method == "jvp":
-            return dy
-        b_args = [empty] * len(flat)
-        assigned = getattr(module, "ASSIGNED", ())  # (absent from the modules of earlier versions' pickles)
-        for k in self.wrt:  # an adjoint that one driver stores at every element needs no zeros first
-            b_args[k] = (np.empty if k in assigned else np.zeros)(flat[k].size, dtype)
-        b_temps = [np.zeros_like(t) for t in temps]
-        adjoint = (*b_args, *b_temps, v)
-        if method == "vjp_jvp":
-            h_args = [empty] * len(flat)
-            for k in self.wrt:
-                h_args[k] = np.zeros(flat[k].size, dtype)
-            h_temps = [np.zeros_like(t) for t in temps]
-            second = (*tangent, *adjoint, *h_args, *h_temps, np.zeros_like(y))
-        for number in range(len(stages) - 1, -1, -1):
-            drivers_of, cuts = stages[number].drivers, bounds[number]
-            if drivers_of[2] is not None:
-                self._launch(drivers_of[2], (*base, *adjoint, cuts), cuts.size - 1)
-            if method == "vjp_jvp":
-                self._launch(drivers_of[3], (*base, *second, cuts), cuts.size - 1)
-        if method == "vjp_jvp":
-            return dy, [h_args[k] for k in self.wrt]
-        return y, [b_args[k] for k in self.wrt]
+            results = (y, ())
+        elif method == "jvp":
+            results = (tangent[-1], ())
+        else:
+            for number in range(len(stages) - 1, -1, -1):
+                drivers_of, cut = stages[number].drivers, cuts[number]
+                if drivers_of[2] is not None:
+                    launches.append((drivers_of[2], args(*adjoint, cut)))
+                if method == "vjp_jvp":
+                    launches.append((drivers_of[3], args(*second, cut)))
+            results = (tangent[-1], tuple(h_args[k] for k in self.wrt)) if method == "vjp_jvp" else \
+                (y, tuple(b_args[k] for k in self.wrt))
+        constants = (module.EMPTY, *(at.bounds or ()))
+        return _Plan(tuple(allocate), constants, tuple(launches), results)
 
     def _dense(self, arrays):
         at = self._at_sizes(arrays)
