@@ -552,11 +552,10 @@ class LoopKernel:
         n_sizes, n_args = len(at.sizes), len(self.arg_names)
         sizes = tuple(range(n_sizes))
         flat = tuple(range(n_sizes, n_sizes + n_args))
-        given = n_sizes + n_args + (method in ("vjp", "value_and_vjp", "vjp_jvp")) + \
-            (len(self.wrt) if method in ("jvp", "vjp_jvp") else 0)
-        v = n_sizes + n_args if method in ("vjp", "value_and_vjp", "vjp_jvp") else None
-        tangent_at = dict(zip(self.wrt, range(given - len(self.wrt), given))) \
-            if method in ("jvp", "vjp_jvp") else {}
+        with_v, with_tangents = method in ("vjp", "value_and_vjp", "vjp_jvp"), method in ("jvp", "vjp_jvp")
+        v = n_sizes + n_args if with_v else None
+        given = n_sizes + n_args + with_v + (len(self.wrt) if with_tangents else 0)
+        tangent_at = dict(zip(self.wrt, range(given - len(self.wrt), given))) if with_tangents else {}
         allocate = []
 
         def new(length, zeros=True):
@@ -567,7 +566,7 @@ class LoopKernel:
         y_length = prod(at.out_shape)
         temps = tuple(new(n) for n in at.temps)
         y = new(y_length) if method != "vjp" else None  # a vjp's reverse drivers never read the value
-        if method in ("jvp", "vjp_jvp"):
+        if with_tangents:
             d_args = [tangent_at.get(k) for k in range(n_args)]
             tangent = (*d_args, *(new(n) for n in at.temps), new(y_length))
         if method not in ("forward", "jvp"):
@@ -591,7 +590,7 @@ class LoopKernel:
             value, value_tangent = stage.drivers[:2]
             if value is not None and (stage.target >= 0 or method in ("forward", "value_and_vjp")):
                 launches.append((value, args(cut)))
-            if value_tangent is not None and method in ("jvp", "vjp_jvp"):
+            if value_tangent is not None and with_tangents:
                 launches.append((value_tangent, args(*tangent, cut)))
         if method == "forward":
             results = (y, ())
