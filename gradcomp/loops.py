@@ -31,9 +31,13 @@ class _Driver:
         self.parallel_started = self.parallel_ready = self.serial_ran = False
         self.serial_seconds = 0.0  # spent in the serial twin's runs after its first (which compiles)
 
-    def run_serial(self, args) -> None:
-        """The serial twin; its first run compiles its unit on this thread, ahead of background compiles."""
+    def run_serial(self, args, timed: bool) -> None:
+        """The serial twin; its first run compiles its unit on this thread, ahead of background compiles.
+        ``timed``: add the run's seconds to ``serial_seconds`` (where a parallel twin could take over)."""
         if self.serial_ran:
+            if not timed:
+                self.serial(*args)
+                return
             started = time.perf_counter()
             self.serial(*args)
             self.serial_seconds += time.perf_counter() - started
@@ -311,7 +315,7 @@ class LoopKernel:
                 if driver.parallel.signatures:  # compiled in the background meanwhile (or loaded)
                     driver.parallel_ready = True
                 else:
-                    driver.run_serial(args)
+                    driver.run_serial(args, timed=True)
                     if 0 <= self._parallel_after <= driver.serial_seconds:
                         drivers.compile_in_background(self.name or self.key[:12], driver, args, self.path is not None)
                     return
@@ -325,10 +329,7 @@ class LoopKernel:
                 finally:
                     slot.release()
                 return
-        if chunks <= 1 and driver.serial_ran:  # one chunk: nothing to time for a parallel twin
-            driver.serial(*args)
-            return
-        driver.run_serial(args)
+        driver.run_serial(args, timed=False)  # one chunk, or parallel off: no parallel twin to time it for
 
     def _scalar(self, name):
         if self.out_shape:
