@@ -496,7 +496,7 @@ def _header(signature, meta) -> str:
         "import numpy as np",
         "from numba import njit, prange",
         "",
-        "from gradcomp.ir import block, core, lanes",
+        "from gradcomp.ir import block, block_lanes, core, lanes",
         "from gradcomp.record import KernelRecord, MethodRecord",
         "",
         "# Numba caches machine code only for functions of a module that lives in a file.",
@@ -518,10 +518,13 @@ def listing(program: Program, printer: Printer) -> list[str]:
     return [f"{a.target.name} = {printer.statement(a.value)}" for a in program.assignments]
 
 
-def _lanes(program: Program) -> str:
-    """The points a batch block of ``program`` computes at once: the CPU's ``LANES``, or 1 for huge rows."""
+def _lanes(program: Program, ops: int) -> str:
+    """The points a batch block of ``program`` computes at once: 1 for huge rows, else what the CPU the
+    module is imported on gains from (``block_lanes``: its ``LANES``, fewer for a light method)."""
     row = sum(prod(b.shape) for b in program.inputs) + sum(prod(b.shape) for b in program.outputs)
-    return "LANES" if row <= VECTOR_ROW_MAX else f"1  # rows of {row} scalars: see VECTOR_ROW_MAX"
+    if row > VECTOR_ROW_MAX:
+        return f"1  # rows of {row} scalars: see VECTOR_ROW_MAX"
+    return f"block_lanes(LANES, ops={ops}, row={row})"
 
 
 def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str, int, int]:
@@ -541,7 +544,7 @@ def _method_source(program: Program, printer: Printer, dtype: str) -> tuple[str,
     lines = [f"# ---- {m} " + "-" * (70 - len(m)), "#", f"# listing of {m}: one point, {ops} operations", "#"]
     lines += reads + [f"#   {line}" for line in body] + writes
     lines += ["", "", f'{m}_CODE = """{instructions(program)}"""', f'{m}_core = core("{m}", {m}_CODE, "{dtype}")',
-              f"{m}_LANES = {_lanes(program)}",
+              f"{m}_LANES = {_lanes(program, ops)}",
               f'{m}_block = block("{m}", {m}_CODE, "{dtype}", {m}_LANES)', "", ""]
     out_sizes = [prod(b.shape) for b in program.outputs]
     lines += [

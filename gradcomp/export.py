@@ -24,7 +24,7 @@ from .runtime import Kernel
 CALLS = ("vjp", "value_and_vjp", "jvp", "jacobian", "grad", "value_and_grad", "hessian")
 """Module-level functions of the export besides ``kernel`` itself (``kernel(*xs)`` is the forward value)."""
 
-_INLINED = {Kernel: {"from gradcomp.ir import block, core, lanes\n": ir,
+_INLINED = {Kernel: {"from gradcomp.ir import block, block_lanes, core, lanes\n": ir,
                      "from gradcomp.record import KernelRecord, MethodRecord\n": record},
             LoopKernel: {"from gradcomp.ir import block, lanes\n": ir,
                          "from gradcomp.record import LoopRecord\n": record}}

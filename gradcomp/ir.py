@@ -166,6 +166,37 @@ def lanes(dtype: str) -> int:
     return bits // (64 if dtype == "float64" else 32)
 
 
+NARROW_FP_UNIT_CPUS = frozenset(("znver1", "bdver1", "bdver2", "bdver3", "bdver4", "btver2"))
+"""x86 CPUs (LLVM's names) whose floating-point units are 128 bits wide: each 256-bit operation runs as two
+halves and a shuffle across halves as several, so moving rows into lanes and back costs twice the work it
+costs elsewhere, while packed arithmetic gains no more than 128-bit vectors give (``block_lanes``)."""
+
+SCALAR_BELOW_OPS_PER_SCALAR = 2.0
+"""On a narrow-unit CPU, a method with fewer operations per scalar of its row runs one point a block.
+Measured on AMD EPYC (znver1, 2 cores), VJP throughput at N = 10 000 (in cache), 1 / 4 lanes: seed
+(10 operations over a row of 9 scalars) 673 / 414 Mpts/s, against 552 for a plain Numba loop."""
+
+HALF_WIDTH_BELOW_OPS_PER_SCALAR = 8.0
+"""On a narrow-unit CPU, a method with fewer operations per scalar of its row runs half a register of
+points a block (128 bits).  Same machine, 2 / 4 / 8 lanes: rosenbrock32 (4.8 per scalar) at N = 100 000
+28 / 18 / 15 Mpts/s (its 4-row blocks spill the transposes to the stack); fk6 (18.8) 18 / 20 / 21, lj6
+(13.4) 33 / 31 / 28 and chain12 (26.9) 4 / 5 / 6 at N = 10 000."""
+
+
+def block_lanes(width: int, ops: int, row: int) -> int:
+    """Points a method's batch block computes at once: ``width`` (the CPU's ``LANES``), or fewer where
+    moving a row of ``row`` scalars into lanes costs more than ``ops`` operations per point gain from
+    them.  The CPU is the one Numba compiles for, as in ``lanes``."""
+    cpu = numba_config.CPU_NAME if numba_config.CPU_NAME and numba_config.CPU_NAME != "host" else \
+        binding.get_host_cpu_name()
+    if cpu not in NARROW_FP_UNIT_CPUS:
+        return width
+    per_scalar = ops / max(row, 1)
+    if per_scalar < SCALAR_BELOW_OPS_PER_SCALAR:
+        return 1
+    return max(1, width // 2) if per_scalar < HALF_WIDTH_BELOW_OPS_PER_SCALAR else width
+
+
 def block(method: str, code: str, dtype: str, width: int):
     """A Numba intrinsic ``block(i, n, inputs, steps, outputs)`` computing points ``i .. i+width-1`` of
     ``method`` at once, each value a vector of ``width`` lanes; lanes past ``n - 1`` compute a copy of
