@@ -29,7 +29,7 @@ from sympy.logic.boolalg import BooleanAtom
 
 from .derive import Derivation, Program, available_methods
 from .functions import rule_for
-from .record import DRIVERS, KernelRecord, MethodRecord
+from .record import DRIVERS, VECTOR_ROW_MAX, KernelRecord, MethodRecord
 from .spec import dump_signature
 from .version import __version__
 
@@ -40,13 +40,6 @@ Waking the OpenMP threads costs a few microseconds on an idle machine but a
 scheduler slice (~10 ms) when another process holds a core: measured at
 N = 1000 on a loaded 2-core machine, prange ran rosenbrock32 37x slower than
 the plain loop.  Below ~0.5 ms of serial work the plain loop is the safe choice."""
-
-VECTOR_ROW_MAX = 1024
-"""Methods whose rows (inputs and outputs of one point) hold more scalars run their batches one point
-a block.  Moving rows into vector lanes and back costs shuffles and a store per row and group, and
-LLVM's instruction schedulers grow faster than linearly with the memory operations of one block:
-the batch driver of an n x n Hessian compiled in 0.29 s at n = 20 (0.07 s as scalar code), 1.5 s at
-n = 40 (0.14 s) and 10 s at n = 100 (1.2 s), while such outputs are mostly stores anyway."""
 
 SQUARING_MAX_EXPONENT = 64
 """Integer powers up to this are products (by squaring beyond the 4th); higher ones call pow, whose

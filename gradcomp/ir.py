@@ -166,6 +166,12 @@ def lanes(dtype: str) -> int:
     return bits // (64 if dtype == "float64" else 32)
 
 
+def compiled_cpu_name() -> str:
+    """LLVM's name of the CPU Numba compiles for: ``NUMBA_CPU_NAME``'s, or this machine's."""
+    name = numba_config.CPU_NAME
+    return name if name and name != "host" else binding.get_host_cpu_name()
+
+
 NARROW_FP_UNIT_CPUS = frozenset(("znver1", "bdver1", "bdver2", "bdver3", "bdver4", "btver2"))
 """x86 CPUs (LLVM's names) whose floating-point units are 128 bits wide: each 256-bit operation runs as two
 halves and a shuffle across halves as several, so moving rows into lanes and back costs twice the work it
@@ -183,13 +189,11 @@ points a block (128 bits).  Same machine, 2 / 4 / 8 lanes: rosenbrock32 (4.8 per
 (13.4) 33 / 31 / 28 and chain12 (26.9) 4 / 5 / 6 at N = 10 000."""
 
 
-def block_lanes(width: int, ops: int, row: int) -> int:
+def block_lanes(width: int, ops: int, row: int, cpu: str | None = None) -> int:
     """Points a method's batch block computes at once: ``width`` (the CPU's ``LANES``), or fewer where
     moving a row of ``row`` scalars into lanes costs more than ``ops`` operations per point gain from
-    them.  The CPU is the one Numba compiles for, as in ``lanes``."""
-    cpu = numba_config.CPU_NAME if numba_config.CPU_NAME and numba_config.CPU_NAME != "host" else \
-        binding.get_host_cpu_name()
-    if cpu not in NARROW_FP_UNIT_CPUS:
+    them.  ``cpu``: LLVM's name of the CPU the block is for; by default the one Numba compiles for."""
+    if (compiled_cpu_name() if cpu is None else cpu) not in NARROW_FP_UNIT_CPUS:
         return width
     per_scalar = ops / max(row, 1)
     if per_scalar < SCALAR_BELOW_OPS_PER_SCALAR:

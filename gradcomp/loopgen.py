@@ -37,11 +37,11 @@ import re
 
 import sympy as sp
 
-from .codegen import VECTOR_ROW_MAX, Printer, count_operations, instructions, listing
+from .codegen import Printer, count_operations, instructions, listing
 from .derive import derive
 from .indexed import LoopModel, Slot, Stage
 from .loopstencil import _expr, _renamed, gather_adjoint, gather_plan, merge_plans, split_loop, whole_sources
-from .record import LoopRecord
+from .record import VECTOR_ROW_MAX, LoopRecord
 from .spec import make_signature
 from .version import __version__
 

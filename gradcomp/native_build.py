@@ -29,6 +29,7 @@ from math import prod
 from pathlib import Path
 from typing import NamedTuple
 
+from .record import VECTOR_ROW_MAX
 from .version import __version__
 
 METHODS = {"value": "forward", "vjp": "vjp", "value_and_vjp": "value_and_vjp", "jvp": "jvp",
@@ -185,8 +186,8 @@ def plan(kernel, *, methods=None, target: str | None = None, cpu: str | None = N
         record = kernel._meta.methods[method]
         code = getattr(module, f"{method}_CODE")
         _check_native(public, code)
-        module_lanes = getattr(module, f"{method}_LANES")
-        lanes = module_lanes if host or module_lanes == 1 else _target_lanes(triple, cpu_name, kernel._meta.dtype)
+        lanes = getattr(module, f"{method}_LANES") if host else _target_block_lanes(record, triple, cpu_name,
+                                                                                      kernel._meta.dtype)
         exported.append(NativeMethod(
             public, method, prefix if public == "value" else f"{prefix}_{public}",
             tuple((_c_name(block), tuple(shape)) for block, shape in record.inputs),
@@ -253,7 +254,8 @@ def _target(target: str | None, cpu: str | None) -> tuple[str, str, str, bool]:
     from llvmlite import binding
     from numba.core import config
     if target is None and cpu is None:
-        host_cpu = config.CPU_NAME if config.CPU_NAME and config.CPU_NAME != "host" else binding.get_host_cpu_name()
+        from .ir import compiled_cpu_name
+        host_cpu = compiled_cpu_name()
         features = config.CPU_FEATURES if config.CPU_FEATURES is not None else binding.get_host_cpu_features().flatten()
         return binding.get_process_triple(), host_cpu, features, True
     triple = target or binding.get_process_triple()
@@ -264,6 +266,16 @@ def _target(target: str | None, cpu: str | None) -> tuple[str, str, str, bool]:
         raise ValueError(f"LLVM cannot build for target {triple!r} ({str(exc).strip()}); give a triple such as "
                          f"'x86_64-linux-gnu', 'aarch64-linux-gnu' or 'riscv64-linux-gnu'.") from None
     return triple, cpu or "", "", False
+
+
+def _target_block_lanes(record, triple: str, cpu: str, dtype: str) -> int:
+    """The points a batch block of the method ``record`` computes at once on another target: as
+    ``codegen._lanes`` decides for the host, with the target's register width and CPU."""
+    from .ir import block_lanes
+    row = sum(prod(shape) for _, shape in record.inputs + record.outputs)
+    if row > VECTOR_ROW_MAX:
+        return 1
+    return block_lanes(_target_lanes(triple, cpu, dtype), ops=record.ops, row=row, cpu=cpu)
 
 
 def _target_lanes(triple: str, cpu: str, dtype: str) -> int:
